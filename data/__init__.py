@@ -1,0 +1,48 @@
+"""Generated task distributions: families of supervised tasks with a finite-pool knob."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from data.base import SUBSETS, Batch, TaskFamily
+from data.linear import LinearRegression
+from data.projected import Projected
+from data.random_labels import RandomLabels
+from data.spec import build, describe, format_spec, parse_spec
+from meta.errors import UserError
+
+FAMILIES: dict[str, type[TaskFamily]] = {
+    cls.name: cls for cls in (LinearRegression, Projected, RandomLabels)
+}
+
+
+def make(name: str, **options: Any) -> TaskFamily:
+    """The family `name` with its options, e.g. `make('linear_regression', dim=8)`."""
+    if name not in FAMILIES:
+        raise UserError(f"unknown family {name!r}; available: {', '.join(sorted(FAMILIES))}")
+    cls = FAMILIES[name]
+    try:
+        return cls(**options)
+    except TypeError as e:
+        raise UserError(f"bad options for family {name}: {e}") from None
+
+
+def from_spec(spec: str) -> TaskFamily:
+    """The family a SPEC string names: `name[:key=value,...]`."""
+    return build(FAMILIES, spec)
+
+
+__all__ = [
+    "FAMILIES",
+    "SUBSETS",
+    "Batch",
+    "TaskFamily",
+    "LinearRegression",
+    "Projected",
+    "RandomLabels",
+    "make",
+    "from_spec",
+    "parse_spec",
+    "format_spec",
+    "describe",
+]

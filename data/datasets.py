@@ -1,0 +1,156 @@
+"""Base labelled datasets for the `projected` family: offline copies, HuggingFace, or a user file.
+
+`load_base(base, split)` returns flattened float32 inputs and int32 labels. Lookup order for a
+named dataset: `$METALEARN_DATA_DIR/<name>/*<split>*.npz` (the layout of the shared offline copies),
+then `$METALEARN_DATA_DIR/<hub id>/` laid out as the hub's repository (read with the HF offline
+flags set, so nothing is fetched), then the HuggingFace hub itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+from pathlib import Path
+
+import numpy as np
+
+from meta.errors import UserError
+
+DATA_DIR_ENV = "METALEARN_DATA_DIR"
+# name -> (hub repository, config name or None)
+HUB = {
+    "mnist": ("ylecun/mnist", None),
+    "fashion_mnist": ("zalando-datasets/fashion_mnist", None),
+    "kmnist": ("tanganke/kmnist", None),
+    "cifar10": ("uoft-cs/cifar10", None),
+    "svhn": ("ufldl-stanford/svhn", "cropped_digits"),
+}
+NAMES = ("digits", *HUB)
+SPLITS = ("train", "test")
+
+
+def load_base(base: str, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Inputs `x [n, D]` (float32, unnormalized) and labels `y [n]` (int32) of a base dataset."""
+    if split not in SPLITS:
+        raise UserError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    x, y = _load_cached(base, split)
+    return x, y
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(base: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    if base == "digits":
+        x, y = _digits(split)
+    elif base in HUB:
+        x, y = _named(base, split)
+    elif base.endswith(".npz"):
+        x, y = _npz(Path(base))
+    elif base.endswith(".parquet"):
+        x, y = _from_hf(_load_hf("parquet", None, split="train", data_files=base), base)
+    else:
+        raise UserError(
+            f"unknown base {base!r}; use one of {', '.join(NAMES)}, "
+            "a path to a .npz with arrays x and y, or a .parquet file"
+        )
+    x = np.asarray(x, np.float32).reshape(len(x), -1)
+    y = np.asarray(y).astype(np.int32).reshape(-1)
+    if len(x) != len(y) or len(x) == 0:
+        raise UserError(f"base {base!r} has {len(x)} inputs and {len(y)} labels; need equal, > 0")
+    if y.min() < 0:
+        raise UserError(f"base {base!r} has negative labels; labels must be 0..C-1")
+    return x, y
+
+
+def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    test = np.arange(len(d.target)) % 5 == 0  # a fixed 80/20 split, the same everywhere
+    keep = test if split == "test" else ~test
+    return d.data[keep], d.target[keep]
+
+
+def _npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if not path.is_file():
+        raise UserError(f"base file {str(path)!r} does not exist")
+    try:
+        with np.load(path) as f:
+            missing = [k for k in ("x", "y") if k not in f.files]
+            if missing:
+                raise UserError(
+                    f"base file {str(path)!r} lacks array(s) {', '.join(missing)}; "
+                    f"it has {', '.join(f.files) or 'none'} (need x and y)"
+                )
+            return f["x"], f["y"]
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"cannot read base file {str(path)!r}: {e}") from None
+
+
+def _data_dir() -> Path | None:
+    d = os.environ.get(DATA_DIR_ENV)
+    return Path(d) if d else None
+
+
+def _named(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    repo, config = HUB[name]
+    root = _data_dir()
+    if root is not None:
+        found = sorted(glob.glob(str(root / name / f"*{split}*.npz")))
+        if found:
+            return _npz(Path(found[0]))
+        if (root / repo).is_dir():
+            return _from_hf(_load_hf(str(root / repo), config, split=split, offline=True), name)
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or os.environ.get(
+        "HF_DATASETS_OFFLINE", "0"
+    ) not in ("0", "", "false")
+    how = (
+        f"set {DATA_DIR_ENV} to a folder holding {name}/<file with '{split}' in its name>.npz "
+        f"(arrays x and y) or a copy of the hub repository {repo}/, or go online so "
+        f"HuggingFace datasets can fetch {repo}"
+    )
+    if offline:
+        raise UserError(f"base {name!r} ({split}) is not available offline: {how}")
+    try:
+        ds = _load_hf(repo, config, split=split)
+    except Exception as e:
+        raise UserError(
+            f"could not load base {name!r} ({split}) from the hub ({e}); {how}"
+        ) from None
+    return _from_hf(ds, name)
+
+
+def _load_hf(path: str, config: str | None, *, split: str, offline: bool = False, **kwargs):
+    if offline:  # a local copy: never let datasets spend time on hub retries
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
+    import datasets
+
+    if offline:
+        datasets.config.HF_HUB_OFFLINE = True
+        datasets.config.HF_DATASETS_OFFLINE = True
+    try:
+        return datasets.load_dataset(path, config, split=split, **kwargs)
+    except ValueError as e:
+        raise UserError(f"cannot read split {split!r} of {path!r}: {e}") from None
+
+
+def _from_hf(ds, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of a HuggingFace image-classification dataset as arrays."""
+    import datasets
+
+    image_col = next((c for c, f in ds.features.items() if isinstance(f, datasets.Image)), None)
+    label_col = next(
+        (c for c, f in ds.features.items() if isinstance(f, datasets.ClassLabel)),
+        "label" if "label" in ds.features else None,
+    )
+    if image_col is None or label_col is None:
+        raise UserError(
+            f"base {name!r} needs an image column and a label column; it has "
+            f"{', '.join(ds.features)}"
+        )
+    ds = ds.with_format("numpy")
+    x = np.stack([np.asarray(im) for im in ds[image_col]])
+    return x, np.asarray(ds[label_col])

@@ -1,0 +1,1 @@
+"""Runnable studies: each module defines a frozen `Config` whose `setup()` the backbone trains."""

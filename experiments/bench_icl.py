@@ -1,0 +1,237 @@
+"""Benchmark of the jitted meta-training step of in-context transformers (not a test).
+
+    metalearn bench icl [--repeats 20] [--json out.json]
+
+Prints, for each setting, compile time, the median time of one training step (forward,
+backward, Adam) on a fixed batch, sequences/s, and achieved GFLOP/s counted as
+tokens x (6 N + 12 L T d) (Kaplan et al. 2020; N parameters, L layers, T tokens per
+sequence, d width), each also as a fraction of the machine's jitted float32 matmul rate
+measured in the same run. Setting (a) is compared with a standard GPT-2-style flax model
+that interleaves x and y tokens (Garg et al. 2022), the form most ICL code uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+import data
+from icl.learner import InContextLearner, ModelConfig
+
+
+def _median_time(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def matmul_rate(n: int = 1024, repeats: int = 20) -> float:
+    """Jitted float32 n x n matmul rate in GFLOP/s."""
+    a = jax.random.normal(jax.random.key(0), (n, n))
+    b = jax.random.normal(jax.random.key(1), (n, n))
+    f = jax.jit(jnp.matmul)
+    jax.block_until_ready(f(a, b))
+    return 2 * n**3 / _median_time(lambda: f(a, b), repeats) / 1e9
+
+
+class GPT2Interleaved(nnx.Module):
+    """The usual ICL reference model: tokens x_1, y_1, x_2, y_2, ... (y padded to x's size),
+    flax's standard MultiHeadAttention with a causal mask, predictions read at x tokens."""
+
+    def __init__(
+        self, dim: int, out: int, length: int, depth: int, width: int, heads: int, *, rngs
+    ):
+        self.read_in = nnx.Linear(dim, width, rngs=rngs)
+        self.pos = nnx.Embed(2 * length, width, rngs=rngs)
+        self.blocks = nnx.List(
+            [
+                nnx.Dict(
+                    ln1=nnx.LayerNorm(width, rngs=rngs),
+                    att=nnx.MultiHeadAttention(heads, width, decode=False, rngs=rngs),
+                    ln2=nnx.LayerNorm(width, rngs=rngs),
+                    fc=nnx.Linear(width, 4 * width, rngs=rngs),
+                    proj=nnx.Linear(4 * width, width, rngs=rngs),
+                )
+                for _ in range(depth)
+            ]
+        )
+        self.ln_f = nnx.LayerNorm(width, rngs=rngs)
+        self.read_out = nnx.Linear(width, out, rngs=rngs)
+
+    def __call__(self, x_BLD, y_BL):
+        b, n, d = x_BLD.shape
+        y_tok = jnp.zeros_like(x_BLD).at[..., 0].set(y_BL)
+        seq = jnp.stack([x_BLD, y_tok], axis=2).reshape(b, 2 * n, d)
+        h = self.read_in(seq) + self.pos(jnp.arange(2 * n))
+        mask = nnx.make_causal_mask(jnp.ones((b, 2 * n)))
+        for blk in self.blocks:
+            h = h + blk["att"](blk["ln1"](h), mask=mask)
+            h = h + blk["proj"](jax.nn.gelu(blk["fc"](blk["ln2"](h))))
+        return self.read_out(self.ln_f(h))[:, ::2, 0]
+
+
+def _time_step(loss_fn, theta, batch, repeats):
+    opt = optax.adam(1e-3)
+
+    @jax.jit
+    def step(theta, opt_state, batch):
+        grads = jax.grad(loss_fn)(theta, batch)
+        updates, opt_state = opt.update(grads, opt_state, theta)
+        return optax.apply_updates(theta, updates), opt_state
+
+    state = [theta, opt.init(theta)]
+    t = time.perf_counter()
+    compiled = step.lower(theta, state[1], batch).compile()
+    compile_s = time.perf_counter() - t
+
+    def run():
+        state[0], state[1] = compiled(state[0], state[1], batch)
+        return state[0]
+
+    for _ in range(3):
+        jax.block_until_ready(run())
+    return compile_s, _median_time(run, repeats)
+
+
+def bench_setting(name, spec, length, batch, model: ModelConfig, repeats, rate):
+    family = data.from_spec(spec)
+    learner = InContextLearner.for_family(model, family, length)
+    theta = learner.init(jax.random.key(0))
+    batch_ = family.sample(jax.random.key(1), batch, length)
+    compile_s, step_s = _time_step(lambda th, b: learner.loss(th, b)[0], theta, batch_, repeats)
+    n_params = sum(x.size for x in jax.tree_util.tree_leaves(theta))
+    flops = batch * length * (6 * n_params + 12 * model.depth * length * model.width)
+    return {
+        "setting": name,
+        "model": "metalearn transformer (one token per example)",
+        "family": spec,
+        "length": length,
+        "batch": batch,
+        "depth": model.depth,
+        "width": model.width,
+        "heads": model.heads,
+        "params": n_params,
+        "compile_s": compile_s,
+        "step_s": step_s,
+        "sequences_per_s": batch / step_s,
+        "gflops": flops / step_s / 1e9,
+        "fraction_of_matmul": flops / step_s / 1e9 / rate,
+    }
+
+
+def bench_gpt2(spec, length, batch, depth, width, heads, repeats, rate):
+    family = data.from_spec(spec)
+    model = GPT2Interleaved(family.input_dim, 1, length, depth, width, heads, rngs=nnx.Rngs(0))
+    graphdef, theta = nnx.split(model)
+    b = family.sample(jax.random.key(1), batch, length)
+
+    def loss(theta, b):
+        return jnp.mean((nnx.merge(graphdef, theta)(b.x, b.y) - b.y) ** 2)
+
+    compile_s, step_s = _time_step(loss, theta, b, repeats)
+    n_params = sum(x.size for x in jax.tree_util.tree_leaves(theta))
+    t = 2 * length
+    flops = batch * t * (6 * n_params + 12 * depth * t * width)
+    return {
+        "setting": "a-reference",
+        "model": "GPT-2-style flax, interleaved x/y tokens",
+        "family": spec,
+        "length": length,
+        "batch": batch,
+        "depth": depth,
+        "width": width,
+        "heads": heads,
+        "params": n_params,
+        "compile_s": compile_s,
+        "step_s": step_s,
+        "sequences_per_s": batch / step_s,
+        "gflops": flops / step_s / 1e9,
+        "fraction_of_matmul": flops / step_s / 1e9 / rate,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="metalearn bench icl", description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=20, help="timed steps per setting (median)")
+    p.add_argument("--json", help="also write the numbers to this JSON file")
+    args = p.parse_args(argv)
+
+    load_before = os.getloadavg()
+    rate = matmul_rate()
+    rows = [
+        bench_setting(
+            "a",
+            "linear_regression:dim=8,noise=0.5",
+            16,
+            256,
+            ModelConfig(depth=4, width=64, heads=2),
+            args.repeats,
+            rate,
+        ),
+        bench_gpt2("linear_regression:dim=8,noise=0.5", 16, 256, 4, 64, 2, args.repeats, rate),
+        bench_setting(
+            "b",
+            "projected:base=digits,dim=64,num_classes=10",
+            100,
+            64,
+            ModelConfig(depth=4, width=128, heads=4),
+            args.repeats,
+            rate,
+        ),
+    ]
+    rate_after = matmul_rate()
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+        f"jax {jax.__version__} on {jax.devices()[0].platform}; load average before "
+        f"{load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"matmul rate (1024x1024 float32, jitted): {rate:.1f} GFLOP/s "
+        f"(again after the benchmark: {rate_after:.1f})"
+    )
+    cols = ("compile s", "step ms", "seq/s", "GFLOP/s", "of matmul")
+    print(f"{'setting':12s} {'model':44s} " + " ".join(f"{c:>9s}" for c in cols))
+    for r in rows:
+        print(
+            f"{r['setting']:12s} {r['model']:44s} {r['compile_s']:9.1f} {r['step_s'] * 1e3:8.1f} "
+            f"{r['sequences_per_s']:8.0f} {r['gflops']:8.1f} {r['fraction_of_matmul']:9.1%}"
+        )
+    speedup = rows[0]["sequences_per_s"] / rows[1]["sequences_per_s"]
+    print(
+        f"(a) sequences/s versus the interleaved GPT-2-style model: {speedup:.2f}x (goal >= 1.5x)"
+    )
+    print(f"(b) fraction of the matmul rate: {rows[2]['fraction_of_matmul']:.1%} (goal >= 50%)")
+    if args.json:
+        from meta.files import atomic_write_text
+
+        atomic_write_text(
+            args.json,
+            json.dumps(
+                {
+                    "matmul_gflops": rate,
+                    "matmul_gflops_after": rate_after,
+                    "rows": rows,
+                    "speedup_a": speedup,
+                    "load_before": load_before,
+                },
+                indent=1,
+            ),
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

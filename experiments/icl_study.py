@@ -1,0 +1,124 @@
+"""The shared shape of an in-context-learning experiment: train a sequence model on a task
+family by backprop, then evaluate it beside baselines on its own and held-out families."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+import data
+from icl.learner import InContextLearner, ModelConfig, SequenceObjective, Theta, TrainedPredictor
+from meta.baselines import baseline
+from meta.errors import UserError
+from meta.evaluate import Curves, evaluate
+from meta.experiment import Setup
+from meta.loop import LoopConfig
+from meta.objective import Backprop
+from meta.optim import OptimConfig
+from meta.results import plot, table, write_json
+
+TRAIN = "train"  # in eval.families: the training family itself (its own pool: seen / unseen)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """The study after training. Families are SPECs or 'train'; baselines that do not apply to
+    a family are skipped for it."""
+
+    families: tuple[str, ...] = (TRAIN,)
+    baselines: tuple[str, ...] = ()
+    budgets: tuple[int, ...] = ()  # empty: every budget 0..length-1
+    sequences: int = 1000
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ICLConfig:
+    """Meta-train an in-context learner on `family` with sequences of `length` examples."""
+
+    family: str = "linear_regression:dim=8,noise=0.5"
+    length: int = 16
+    batch_size: int = 128
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    loop: LoopConfig = LoopConfig()
+    eval: EvalConfig = EvalConfig()
+
+    def setup(self) -> Setup:
+        family = data.from_spec(self.family)
+        if self.length < 2:
+            raise UserError(f"length must be at least 2, got {self.length}")
+        if self.batch_size < 1:
+            raise UserError(f"batch_size must be a positive int, got {self.batch_size}")
+        learner = InContextLearner.for_family(self.model, family, self.length)
+        objective = SequenceObjective(learner, family, self.batch_size, self.length)
+        return Setup(
+            init=objective.init,
+            estimator=Backprop(objective),
+            optim=self.optim,
+            loop=self.loop,
+            learner=lambda theta, name: TrainedPredictor(learner, theta, name),
+            periodic_eval=held_out_scores(learner, family, self.length),
+            report=lambda theta, run_dir, name: self.report(learner, theta, run_dir, name),
+        )
+
+    def budgets(self) -> tuple[int, ...]:
+        return self.eval.budgets or tuple(range(self.length))
+
+    def report(self, learner: InContextLearner, theta: Theta, run_dir: Path, name: str) -> Curves:
+        """Evaluate the trained learner and the baselines; write results.json, curves.png and
+        table.txt into the run directory, and print the table."""
+        key = jax.random.key(self.eval.seed)
+        curves = Curves(())
+        for spec in self.eval.families:
+            family = data.from_spec(self.family if spec == TRAIN else spec)
+            learners = [TrainedPredictor(learner, theta, name)]
+            kind = "regression" if family.num_classes is None else "classification"
+            learners += [baseline(b) for b in self.eval.baselines if kind in baseline(b).kinds]
+            for lr in learners:
+                curves += evaluate(
+                    lr,
+                    family,
+                    self.budgets(),
+                    self.eval.sequences,
+                    key,
+                    length=self.length,
+                    seed=self.eval.seed,
+                )
+        write_json(curves, run_dir / "results.json")
+        plot(curves, run_dir / "curves.png", title=name)
+        text = table(curves, _shown_budgets(self.budgets()))
+        (run_dir / "table.txt").write_text(text)
+        print(text)
+        return curves
+
+
+def _shown_budgets(budgets: tuple[int, ...]) -> list[int]:
+    """At most ~8 columns: 0, powers of two, and the last budget."""
+    if len(budgets) <= 8:
+        return list(budgets)
+    keep = {budgets[0], budgets[-1]} | {b for b in budgets if b & (b - 1) == 0}
+    return sorted(keep)
+
+
+def held_out_scores(
+    learner: InContextLearner, family: data.TaskFamily, length: int, num: int = 256
+):
+    """Metric at a few budgets on tasks outside training (unseen, or fresh): a cheap probe."""
+    subset = "unseen" if family.num_tasks is not None else "all"
+    batch = family.sample(jax.random.key(12345), num, length, subset)
+    shown = sorted({1, length // 4, length // 2, length - 1})
+
+    @jax.jit
+    def scores(theta):
+        out = learner.apply(theta, batch.x, batch.y)
+        if learner.num_classes is None:
+            per = jnp.mean((out - batch.y) ** 2, 0)
+            return {f"mse@{k}": per[k] for k in shown}
+        per = jnp.mean(jnp.argmax(out, -1) == batch.y, 0)
+        return {f"acc@{k}": per[k] for k in shown}
+
+    return lambda theta: {k: float(v) for k, v in scores(theta).items()}

@@ -1,0 +1,184 @@
+"""In-context learners: a sequence model plus the loss that meta-trains it and the predictor
+that evaluates it. theta is a plain nested dict of arrays (the model's `nnx` state)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from data.base import Batch, TaskFamily
+from icl.lstm import LSTM
+from icl.tokens import token_size, tokens
+from icl.transformer import Transformer
+from meta.errors import UserError
+
+Theta = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of an in-context learner (`heads`, `mlp_ratio`, `shift`: transformers only)."""
+
+    kind: Literal["transformer", "lstm"] = "transformer"
+    depth: int = 4
+    width: int = 64
+    heads: int = 2
+    mlp_ratio: int = 4
+    shift: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("transformer", "lstm"):
+            raise UserError(f"model.kind must be transformer or lstm, got {self.kind!r}")
+        for name in ("depth", "width", "heads", "mlp_ratio"):
+            if getattr(self, name) < 1:
+                raise UserError(f"model.{name} must be a positive int, got {getattr(self, name)}")
+        if self.kind == "transformer" and self.width % self.heads:
+            raise UserError(
+                f"model.width ({self.width}) must be divisible by model.heads ({self.heads})"
+            )
+
+    def build(self, token_dim: int, out_size: int, max_length: int, rngs: nnx.Rngs) -> nnx.Module:
+        if self.kind == "lstm":
+            return LSTM(
+                token_dim, out_size, max_length, depth=self.depth, width=self.width, rngs=rngs
+            )
+        return Transformer(
+            token_dim,
+            out_size,
+            max_length,
+            depth=self.depth,
+            width=self.width,
+            heads=self.heads,
+            mlp_ratio=self.mlp_ratio,
+            shift=self.shift,
+            rngs=rngs,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class InContextLearner:
+    """Reads (x_1, y_1, ..., x_t) and predicts y_t at every position t of a sequence."""
+
+    model: ModelConfig
+    input_dim: int
+    num_classes: int | None  # None: regression
+    max_length: int
+
+    @classmethod
+    def for_family(
+        cls, model: ModelConfig, family: TaskFamily, max_length: int
+    ) -> InContextLearner:
+        return cls(model, family.input_dim, family.num_classes, max_length)
+
+    def _module(self, key: jax.Array) -> nnx.Module:
+        out = 1 if self.num_classes is None else self.num_classes
+        tok = token_size(self.input_dim, self.num_classes)
+        return self.model.build(tok, out, self.max_length, nnx.Rngs(params=key))
+
+    @functools.cached_property
+    def graphdef(self) -> nnx.GraphDef:
+        return nnx.split(nnx.eval_shape(lambda: self._module(jax.random.key(0))))[0]
+
+    def init(self, key: jax.Array) -> Theta:
+        """Fresh meta-parameters."""
+        return nnx.to_pure_dict(nnx.state(self._module(key)))
+
+    def num_params(self, theta: Theta) -> int:
+        return sum(x.size for x in jax.tree_util.tree_leaves(theta))
+
+    def apply(self, theta: Theta, x_NLD: jax.Array, y_NL: jax.Array) -> jax.Array:
+        """Outputs at every position: logits [N, L, C], or predictions [N, L] for regression."""
+        out = nnx.merge(self.graphdef, theta)(tokens(x_NLD, y_NL, self.num_classes))
+        return out[..., 0] if self.num_classes is None else out
+
+    def loss(
+        self, theta: Theta, batch: Batch, weighting: str = "uniform"
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Loss over every position (GPICL trains on all of them) and a metric.
+
+        weighting="log" (regression) minimizes the mean over positions of log(MSE at that
+        position): each position's gradient is scaled by 1/its error, so late positions, whose
+        error is small but matters as much relatively, are not drowned out by early ones. The
+        minimizer is unchanged: the best predictor minimizes every position's error.
+        """
+        out = self.apply(theta, batch.x, batch.y)
+        if self.num_classes is None:
+            per_pos = jnp.mean((out - batch.y) ** 2, axis=0)
+            err = jnp.mean(per_pos)
+            if weighting == "log":
+                return jnp.mean(jnp.log(per_pos)), {"loss": err, "mse": err}
+            return err, {"loss": err, "mse": err}
+        ce = optax.softmax_cross_entropy_with_integer_labels(out, batch.y).mean()
+        acc = jnp.mean(jnp.argmax(out, -1) == batch.y)
+        return ce, {"loss": ce, "accuracy": acc}
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceObjective:
+    """The meta-objective of an in-context learner on a task family (see `meta.Objective`)."""
+
+    learner: InContextLearner
+    family: TaskFamily
+    batch_size: int
+    length: int
+    weighting: str = "uniform"
+
+    def init(self, key: jax.Array) -> Theta:
+        return self.learner.init(key)
+
+    def sample(self, key: jax.Array, step: jax.Array) -> Batch:
+        del step  # no curriculum: every step draws from the same distribution
+        return self.family.sample(key, self.batch_size, self.length)
+
+    def loss(self, theta: Theta, batch: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+        return self.learner.loss(theta, batch, self.weighting)
+
+
+class TrainedPredictor:
+    """A meta-trained in-context learner in the evaluation slot (`meta.evaluate`)."""
+
+    def __init__(self, learner: InContextLearner, theta: Theta, name: str):
+        self.learner, self.theta, self.name = learner, theta, name
+
+    def check(self, family: TaskFamily, length: int) -> None:
+        """Raise UserError unless `family` and `length` fit what the model was trained on."""
+        lr = self.learner
+        if family.input_dim != lr.input_dim:
+            raise UserError(
+                f"learner {self.name!r} was trained on inputs of size {lr.input_dim}; "
+                f"family {family.spec!r} has input size {family.input_dim}"
+            )
+        if (family.num_classes is None) != (lr.num_classes is None):
+            trained = "regression" if lr.num_classes is None else "classification"
+            raise UserError(
+                f"learner {self.name!r} does {trained}; family {family.spec!r} does not"
+            )
+        if family.num_classes is not None and family.num_classes > lr.num_classes:
+            raise UserError(
+                f"learner {self.name!r} predicts {lr.num_classes} classes; family "
+                f"{family.spec!r} has {family.num_classes}"
+            )
+        if length > lr.max_length:
+            raise UserError(
+                f"learner {self.name!r} was trained on sequences of at most {lr.max_length} "
+                f"examples; asked for {length} (use --length or budgets below {lr.max_length})"
+            )
+
+    def prepare(self, family: TaskFamily, length: int, budgets, key: jax.Array):
+        del key  # nothing to tune
+        self.check(family, length)
+        idx = jnp.asarray(budgets)
+        regression = self.learner.num_classes is None
+
+        @jax.jit
+        def predict(x_NLD: jax.Array, y_NL: jax.Array) -> jax.Array:
+            out = self.learner.apply(self.theta, x_NLD, y_NL)[:, idx]
+            return out if regression else jnp.argmax(out, -1)
+
+        return predict

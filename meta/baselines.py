@@ -1,0 +1,220 @@
+"""Learners with no meta-parameters, in the same slot as meta-trained ones.
+
+Each predicts example k from the first k examples of its sequence, for every budget k asked,
+with one vectorized function (vmapped over sequences and budgets).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from meta.errors import UserError
+
+# A rule maps (x [L, D], y [L], k, num_classes) to the prediction for example k.
+Rule = Callable[..., jax.Array]
+
+
+def _mask(length: int, k: jax.Array) -> jax.Array:
+    return (jnp.arange(length) < k).astype(jnp.float32)
+
+
+def ridge_rule(lam: float) -> Rule:
+    """Posterior mean under w ~ N(0, I) with noise variance `lam`: Bayes-optimal for
+    linear_regression when lam = noise^2."""
+
+    def rule(x, y, k, num_classes):
+        m = _mask(x.shape[0], k)
+        xm = x * m[:, None]
+        w = jnp.linalg.solve(xm.T @ x + lam * jnp.eye(x.shape[1]), xm.T @ y)
+        return x[k] @ w
+
+    return rule
+
+
+def least_squares_rule(x, y, k, num_classes):
+    """Minimum-norm least squares on the first k examples."""
+    m = _mask(x.shape[0], k)
+    w = jnp.linalg.pinv(x * m[:, None]) @ (y * m)
+    return x[k] @ w
+
+
+def averaging_rule(x, y, k, num_classes):
+    """Garg et al.'s estimator: w = mean over seen examples of y_i x_i."""
+    m = _mask(x.shape[0], k)
+    w = (x * (m * y)[:, None]).sum(0) / jnp.maximum(k, 1)
+    return x[k] @ w
+
+
+def knn_rule(neighbours: int) -> Rule:
+    """Majority label (classification) or mean target (regression) of the nearest seen inputs."""
+
+    def rule(x, y, k, num_classes):
+        d = jnp.sum((x - x[k]) ** 2, axis=-1)
+        d = jnp.where(jnp.arange(x.shape[0]) < k, d, jnp.inf)
+        _, nn = jax.lax.top_k(-d, neighbours)
+        valid = jnp.arange(neighbours) < k
+        if num_classes is None:
+            return jnp.sum(jnp.where(valid, y[nn], 0.0)) / jnp.maximum(
+                jnp.minimum(k, neighbours), 1
+            )
+        votes = jnp.sum(jax.nn.one_hot(y[nn], num_classes) * valid[:, None], 0)
+        # ties go to the nearest neighbour's label (never a label not yet seen)
+        votes = votes + 1e-3 * valid[0] * jax.nn.one_hot(y[nn[0]], num_classes)
+        return jnp.argmax(votes)
+
+    return rule
+
+
+def nearest_centroid_rule(x, y, k, num_classes):
+    """The class whose mean seen input is nearest."""
+    m = _mask(x.shape[0], k)
+    onehot = jax.nn.one_hot(y, num_classes) * m[:, None]
+    counts = onehot.sum(0)
+    centroids = (onehot.T @ x) / jnp.maximum(counts, 1)[:, None]
+    d = jnp.sum((centroids - x[k]) ** 2, -1)
+    return jnp.argmin(jnp.where(counts > 0, d, jnp.inf))
+
+
+def logistic_rule(
+    optimizer: Callable[[float], optax.GradientTransformation], steps: int
+) -> Callable[[float], Rule]:
+    """A linear softmax classifier trained full-batch for `steps` on the seen examples."""
+
+    def with_lr(lr: float) -> Rule:
+        opt = optimizer(lr)
+
+        def rule(x, y, k, num_classes):
+            m = _mask(x.shape[0], k)
+            params = (jnp.zeros((x.shape[1], num_classes)), jnp.zeros(num_classes))
+
+            def loss(p):
+                logits = x @ p[0] + p[1]
+                ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+                return jnp.sum(ce * m) / jnp.maximum(k, 1)
+
+            def step(carry, _):
+                p, s = carry
+                u, s = opt.update(jax.grad(loss)(p), s, p)
+                return (optax.apply_updates(p, u), s), None
+
+            (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
+            return jnp.argmax(x[k] @ params[0] + params[1])
+
+        return rule
+
+    return with_lr
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """A named rule, the kinds of family it applies to, and an optional tuned learning rate."""
+
+    name: str
+    kinds: tuple[str, ...]
+    make_rule: Callable[[Any], Rule]  # family (or learning rate, when tuned) -> rule
+    description: str
+    lr_grid: tuple[float, ...] = ()
+    tune_sequences: int = 256
+
+    def prepare(self, family: Any, length: int, budgets: Sequence[int], key: jax.Array):
+        kind = "regression" if family.num_classes is None else "classification"
+        if kind not in self.kinds:
+            raise UserError(
+                f"learner {self.name!r} applies to {' and '.join(self.kinds)} families; "
+                f"{family.spec!r} is {kind}"
+            )
+        if self.lr_grid:
+            lr = self.tune(family, length, budgets, key)
+            return _vectorize(self.make_rule(lr), budgets, family.num_classes)
+        return _vectorize(self.make_rule(family), budgets, family.num_classes)
+
+    def tune(self, family: Any, length: int, budgets: Sequence[int], key: jax.Array) -> float:
+        """The grid learning rate with the best mean accuracy over `budgets`, on tasks drawn
+        from `key` (never the evaluation tasks)."""
+        subset = "unseen" if family.num_tasks is not None else "all"
+        batch = family.sample(key, self.tune_sequences, length, subset)
+        target = batch.y[:, jnp.asarray(budgets)]
+        scores = [
+            float(
+                jnp.mean(
+                    _vectorize(self.make_rule(lr), budgets, family.num_classes)(batch.x, batch.y)
+                    == target
+                )
+            )
+            for lr in self.lr_grid
+        ]
+        return self.lr_grid[int(np.argmax(scores))]
+
+
+def _vectorize(rule: Rule, budgets: Sequence[int], num_classes: int | None):
+    ks = jnp.asarray(budgets)
+    per_seq = lambda x, y: jax.vmap(lambda k: rule(x, y, k, num_classes))(ks)  # noqa: E731
+    return jax.jit(jax.vmap(per_seq))
+
+
+_HALF_DECADES = tuple(float(10.0**e) for e in np.arange(-3.0, 1.01, 0.5))
+
+BASELINES: dict[str, Baseline] = {
+    b.name: b
+    for b in (
+        Baseline(
+            "ridge",
+            ("regression",),
+            lambda f: ridge_rule(max(getattr(f, "noise", 0.0) ** 2, 1e-6)),
+            "posterior mean, lambda = noise^2 (Bayes-optimal for linear_regression)",
+        ),
+        Baseline(
+            "least_squares",
+            ("regression",),
+            lambda f: least_squares_rule,
+            "minimum-norm least squares",
+        ),
+        Baseline(
+            "averaging",
+            ("regression",),
+            lambda f: averaging_rule,
+            "Garg et al.: w = mean of y_i x_i",
+        ),
+        Baseline(
+            "knn",
+            ("classification", "regression"),
+            lambda f: knn_rule(1),
+            "nearest seen neighbour's label or target",
+        ),
+        Baseline(
+            "nearest_centroid",
+            ("classification",),
+            lambda f: nearest_centroid_rule,
+            "class with the nearest mean seen input",
+        ),
+        Baseline(
+            "logistic_sgd",
+            ("classification",),
+            logistic_rule(optax.sgd, steps=100),
+            "linear classifier, 100 steps of SGD, tuned lr",
+            lr_grid=_HALF_DECADES,
+        ),
+        Baseline(
+            "logistic_adam",
+            ("classification",),
+            logistic_rule(optax.adam, steps=100),
+            "linear classifier, 100 steps of Adam, tuned lr",
+            lr_grid=_HALF_DECADES,
+        ),
+    )
+}
+
+
+def baseline(name: str) -> Baseline:
+    if name not in BASELINES:
+        raise UserError(
+            f"unknown learner {name!r}; baselines: {', '.join(BASELINES)} (or a run directory)"
+        )
+    return BASELINES[name]

@@ -1,0 +1,191 @@
+"""The `metalearn` command line. The one place that reaches learners and experiments by name."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from meta.errors import NonFiniteError, UserError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except UserError as e:
+        print(f"metalearn: error: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteError as e:
+        print(f"metalearn: {e}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="metalearn", description="Meta-learn general-purpose learners."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="meta-train an experiment (default: the quickstart)")
+    t.add_argument("config", nargs="?", default="quickstart", help="experiment name or module path")
+    t.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set loop.steps=100 (repeatable)",
+    )
+    t.add_argument("--out", help="run directory (default: runs/<experiment>)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    t.add_argument("--force", action="store_true", help="delete an existing run directory first")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("eval", help="learning curves of learners on task families")
+    e.add_argument(
+        "--learner",
+        action="append",
+        required=True,
+        help="baseline name (see `metalearn learners`) or run directory; repeatable",
+    )
+    e.add_argument(
+        "--family",
+        action="append",
+        required=True,
+        help="SPEC name[:key=value,...], or 'train' for the first run's training family",
+    )
+    e.add_argument(
+        "--budgets", help="comma-separated budgets (default: 0, powers of two, length-1)"
+    )
+    e.add_argument("--sequences", type=int, default=1000, help="sequences per curve (default 1000)")
+    e.add_argument("--length", type=int, help="sequence length (default: a run's length, else 16)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument(
+        "--out", required=True, help="results JSON path (a PNG plot is written beside it)"
+    )
+    e.set_defaults(func=_eval)
+
+    sub.add_parser("families", help="list task families and their options").set_defaults(
+        func=_families
+    )
+    sub.add_parser("learners", help="list baseline learners").set_defaults(func=_learners)
+    sub.add_parser("experiments", help="list experiments").set_defaults(func=_experiments)
+
+    b = sub.add_parser("bench", help="benchmarks that print numbers")
+    b.add_argument("what", choices=["icl"])
+    b.add_argument("args", nargs=argparse.REMAINDER)
+    b.set_defaults(func=_bench)
+    return p
+
+
+def _train(args: argparse.Namespace) -> int:
+    from meta import runs
+    from meta.sharding import maybe_initialize_distributed
+
+    maybe_initialize_distributed()
+    config = runs.make_config(args.config, args.overrides)
+    out = args.out or str(Path("runs") / args.config.rpartition(".")[2])
+    if args.resume and not args.overrides:
+        config = None  # the run's saved config
+    run = runs.train(config, out, resume=args.resume, force=args.force)
+    print(f"run written to {run.run_dir}")
+    return 0
+
+
+def _parse_budgets(text: str | None, length: int) -> list[int]:
+    if text is None:
+        return sorted({0, length - 1} | {2**i for i in range(length.bit_length()) if 2**i < length})
+    try:
+        return [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise UserError(f"--budgets must be comma-separated integers, got {text!r}") from None
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import jax
+
+    import data
+    from meta import runs
+    from meta.baselines import BASELINES, baseline
+    from meta.evaluate import Curves, evaluate
+    from meta.results import plot, table, write_json
+
+    learners, loaded = [], []
+    for name in args.learner:
+        if name in BASELINES:
+            learners.append(baseline(name))
+        elif not Path(name).is_dir():
+            raise UserError(
+                f"unknown learner {name!r}; use a baseline ({', '.join(BASELINES)}) "
+                "or a run directory written by `metalearn train`"
+            )
+        else:
+            run = runs.load(name)
+            loaded.append(run)
+            learners.append(run.learner)
+    length = args.length
+    if length is None:
+        length = min((r.config.length for r in loaded if hasattr(r.config, "length")), default=16)
+    budgets = _parse_budgets(args.budgets, length)
+    if args.sequences < 2:
+        raise UserError(f"--sequences must be at least 2, got {args.sequences}")
+    families = []
+    for spec in args.family:
+        if spec == "train":
+            if not loaded:
+                raise UserError("--family train needs a run directory among the learners")
+            spec = loaded[0].config.family
+        families.append(data.from_spec(spec))
+    key = jax.random.key(args.seed)
+    curves = Curves(())
+    for family in families:
+        for learner in learners:
+            curves += evaluate(
+                learner, family, budgets, args.sequences, key, length=length, seed=args.seed
+            )
+    out = Path(args.out)
+    write_json(curves, out)
+    plot(curves, out.with_suffix(".png"))
+    print(table(curves))
+    print(f"results written to {out} and {out.with_suffix('.png')}")
+    return 0
+
+
+def _families(args: argparse.Namespace) -> int:
+    import data
+
+    for name, cls in sorted(data.FAMILIES.items()):
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        print(f"{name}: {doc}\n    options: {data.describe(cls)}")
+    return 0
+
+
+def _learners(args: argparse.Namespace) -> int:
+    from meta.baselines import BASELINES
+
+    for b in BASELINES.values():
+        print(f"{b.name:18s} [{', '.join(b.kinds)}] {b.description}")
+    print("or a run directory written by `metalearn train`")
+    return 0
+
+
+def _experiments(args: argparse.Namespace) -> int:
+    from meta import runs
+
+    for name in runs.list_experiments():
+        doc = (runs.experiment_module(name).__doc__ or "").strip().splitlines()[0]
+        print(f"{name:16s} {doc}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from experiments import bench_icl
+
+    return bench_icl.main(args.args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,193 @@
+"""The one meta-training loop: sample tasks, estimate a meta-gradient, apply the outer optimizer.
+
+Step s draws its randomness from `fold_in(data_key, s)`, so a run resumed from a checkpoint
+replays exactly the steps an uninterrupted run would have taken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from meta.errors import NonFiniteError, UserError
+from meta.logs import MetricsLog
+from meta.objective import GradientEstimator, Theta
+from meta.optim import OptimConfig
+from meta.sharding import task_mesh
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    """How long to train and how often to log, evaluate and checkpoint (0 = never)."""
+
+    steps: int = 1000
+    seed: int = 0
+    log_every: int = 50
+    eval_every: int = 0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    progress: bool = True
+    tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise UserError(f"loop.steps must be a positive int, got {self.steps}")
+        for name in ("log_every", "eval_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise UserError(f"loop.{name} must be >= 0 (0 = never), got {getattr(self, name)}")
+        if self.keep_checkpoints < 1:
+            raise UserError(f"loop.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+
+
+class TrainState(NamedTuple):
+    theta: Theta
+    opt_state: Any
+    est_state: Any
+
+
+class TrainResult(NamedTuple):
+    theta: Theta
+    step: int
+    last: dict[str, float]
+
+
+def initial_state(
+    init: Callable[[jax.Array], Theta],
+    estimator: GradientEstimator,
+    optim: OptimConfig,
+    loop: LoopConfig,
+) -> tuple[TrainState, jax.Array]:
+    """The state before step 0, and the key whose fold_in(., step) feeds each step."""
+    k_init, k_est, k_data = jax.random.split(jax.random.key(loop.seed), 3)
+    theta = init(k_init)
+    opt_state = optim.make(loop.steps).init(theta)
+    return TrainState(theta, opt_state, estimator.init(k_est, theta)), k_data
+
+
+def meta_train(
+    init: Callable[[jax.Array], Theta],
+    estimator: GradientEstimator,
+    optim: OptimConfig,
+    loop: LoopConfig,
+    run_dir: Path | None = None,
+    *,
+    resume: bool = False,
+    periodic_eval: Callable[[Theta], dict[str, float]] | None = None,
+) -> TrainResult:
+    """Meta-train `init`'s parameters with gradients from `estimator`.
+
+    Writes `run_dir/metrics.jsonl` and orbax checkpoints under `run_dir/checkpoints` when a
+    run directory is given. Raises NonFiniteError naming the step and quantity on NaN/inf.
+    """
+    state, k_data = initial_state(init, estimator, optim, loop)
+    optimizer = optim.make(loop.steps)
+    schedule = optim.schedule(loop.steps)
+
+    ckpt = log = None
+    start = 0
+    if run_dir is not None:
+        from meta.checkpoint import Checkpointer
+
+        ckpt = Checkpointer(Path(run_dir) / "checkpoints", keep=loop.keep_checkpoints)
+        if resume and ckpt.latest_step() is not None:
+            start = ckpt.latest_step()
+            state = TrainState(*ckpt.restore(start, tuple(state)))
+        log = MetricsLog(
+            Path(run_dir) / "metrics.jsonl",
+            resume_from=start if resume else None,
+            tensorboard=Path(run_dir) / "tb" if loop.tensorboard else None,
+        )
+
+    def train_step(state: TrainState, step: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+        est = estimator.estimate(
+            state.theta, state.est_state, jax.random.fold_in(k_data, step), step
+        )
+        updates, opt_state = optimizer.update(est.grad, state.opt_state, state.theta)
+        theta = optax.apply_updates(state.theta, updates)
+        metrics = {**est.metrics, "loss": est.loss, "grad_norm": optax.tree.norm(est.grad)}
+        return TrainState(theta, opt_state, est.state), metrics
+
+    mesh = task_mesh()
+    step_fn = jax.jit(train_step, donate_argnums=0)
+    bar = _progress(loop, start)
+    last: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    def settle(step: int, metrics: dict[str, jax.Array]) -> None:
+        """Fetch one step's metrics, stop on NaN/inf, log them."""
+        nonlocal last
+        last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        _check_finite(step, last)
+        done = step + 1
+        if bar is not None:
+            bar.update(1)
+        if loop.log_every and (done % loop.log_every == 0 or done == loop.steps):
+            rate = (done - start) / max(time.perf_counter() - t0, 1e-9)
+            if bar is not None:
+                bar.set_postfix(loss=f"{last['loss']:.4f}")
+            if log is not None:
+                log.write(done, {**last, "lr": float(schedule(step)), "steps_per_s": rate})
+
+    try:
+        with jax.set_mesh(mesh):
+            pending = None
+            for step in range(start, loop.steps):
+                state, metrics = step_fn(state, jnp.asarray(step, jnp.int32))
+                # check the previous step while this one runs: no host sync per step
+                if pending is not None:
+                    settle(*pending)
+                pending = (step, metrics)
+                done = step + 1
+                evaluate = (
+                    periodic_eval is not None and loop.eval_every and done % loop.eval_every == 0
+                )
+                save = ckpt is not None and (
+                    (loop.checkpoint_every and done % loop.checkpoint_every == 0)
+                    or done == loop.steps
+                )
+                if evaluate or save or done == loop.steps:
+                    settle(*pending)  # never evaluate or save a state not yet checked
+                    pending = None
+                if evaluate:
+                    scores = periodic_eval(state.theta)
+                    if log is not None:
+                        log.write(done, {f"eval/{k}": v for k, v in scores.items()})
+                    if bar is not None:
+                        bar.write(
+                            f"step {done}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
+                        )
+                if save:
+                    ckpt.save(done, tuple(state))
+    finally:
+        if bar is not None:
+            bar.close()
+        if ckpt is not None:
+            ckpt.close()
+        if log is not None:
+            log.close()
+    return TrainResult(state.theta, loop.steps, last)
+
+
+def _check_finite(step: int, metrics: dict[str, float]) -> None:
+    for name in ("loss", "grad_norm", *sorted(metrics)):
+        value = metrics.get(name)
+        if value is not None and not math.isfinite(value):
+            raise NonFiniteError(step, "gradient norm" if name == "grad_norm" else name, value)
+
+
+def _progress(loop: LoopConfig, start: int):
+    if not loop.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=loop.steps, initial=start, desc="meta-train", dynamic_ncols=True, mininterval=1.0
+    )

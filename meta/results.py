@@ -1,0 +1,86 @@
+"""Results as files: a JSON list of curve records, a PNG of the curves, a text table."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from meta.evaluate import Curves
+from meta.files import atomic_write, atomic_write_text
+
+
+def write_json(curves: Curves, path: Path) -> None:
+    """The records, as strict JSON (no NaN), written atomically."""
+    text = json.dumps(curves.to_records(), indent=1, allow_nan=False)
+    atomic_write_text(Path(path), text + "\n")
+
+
+def read_json(path: Path) -> list[dict[str, Any]]:
+    return json.loads(Path(path).read_text())
+
+
+def table(curves: Curves, budgets: Sequence[int] | None = None) -> str:
+    """Plain-text table: one row per (family, subset, learner), one column per budget."""
+    rows = list(curves)
+    if not rows:
+        return "(no curves)"
+    budgets = list(budgets) if budgets is not None else list(rows[0].budget)
+    lines = []
+    groups: dict[tuple[str, str, str], list] = {}
+    for c in rows:
+        groups.setdefault((c.family, c.subset, c.metric), []).append(c)
+    for (family, subset, metric), group in groups.items():
+        lines.append(
+            f"{family} [{subset}] {metric} (mean ± stderr over {group[0].num_sequences} sequences)"
+        )
+        width = max(len(c.learner) for c in group) + 2
+        head = "budget".ljust(width) + "".join(f"{b:>14d}" for b in budgets)
+        lines.append(head)
+        for c in group:
+            cells = []
+            for b in budgets:
+                if b in c.budget:
+                    i = c.budget.index(b)
+                    cells.append(f"{c.mean[i]:>8.3f}±{c.stderr[i]:<5.3f}")
+                else:
+                    cells.append(" " * 14)
+            lines.append(c.learner.ljust(width) + "".join(cells))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(curves: Curves, path: Path, title: str | None = None) -> None:
+    """One panel per (family, subset), metric versus budget with standard-error bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels: dict[tuple[str, str], list] = {}
+    for c in curves:
+        panels.setdefault((c.family, c.subset), []).append(c)
+    n = max(len(panels), 1)
+    fig, axes = plt.subplots(1, n, figsize=(4.8 * n, 3.8), squeeze=False)
+    for ax, ((family, subset), group) in zip(axes[0], panels.items(), strict=False):
+        for c in group:
+            mean = [m if m is not None else float("nan") for m in c.mean]
+            lo = [m - s for m, s in zip(mean, c.stderr, strict=True)]
+            hi = [m + s for m, s in zip(mean, c.stderr, strict=True)]
+            ax.plot(c.budget, mean, marker="o", ms=3, label=c.learner)
+            ax.fill_between(c.budget, lo, hi, alpha=0.2)
+        metric = group[0].metric
+        if metric == "mse":
+            ax.set_yscale("log")
+        ax.set_xlabel(f"budget ({group[0].budget_unit} seen)")
+        ax.set_ylabel(metric)
+        short = family if len(family) < 48 else family[:45] + "..."
+        ax.set_title(f"{short}\n[{subset}]", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    atomic_write(Path(path), lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
+    plt.close(fig)

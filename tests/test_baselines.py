@@ -1,0 +1,100 @@
+"""Baselines and the evaluation API."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import data
+from meta.baselines import BASELINES, baseline
+from meta.errors import UserError
+from meta.evaluate import check_budgets, evaluate
+from meta.results import write_json
+
+REG = data.make("linear_regression", dim=4, noise=0.5)
+CLS = data.make("random", dim=4, num_classes=3, items=3)
+
+
+def test_ridge_matches_its_closed_form():
+    batch = REG.sample(jax.random.key(0), 5, 12)
+    budgets = [0, 1, 3, 6, 11]
+    pred = baseline("ridge").prepare(REG, 12, budgets, jax.random.key(1))(batch.x, batch.y)
+    for n in range(5):
+        for j, k in enumerate(budgets):
+            x, y = np.asarray(batch.x[n, :k], np.float64), np.asarray(batch.y[n, :k], np.float64)
+            w = np.linalg.inv(x.T @ x + 0.25 * np.eye(4)) @ x.T @ y  # lambda = noise^2
+            np.testing.assert_allclose(
+                pred[n, j], np.asarray(batch.x[n, k]) @ w, rtol=1e-3, atol=1e-4
+            )
+
+
+def test_least_squares_interpolates_and_averaging_is_garg():
+    fam = data.make("linear_regression", dim=3, noise=0.0)
+    batch = fam.sample(jax.random.key(0), 3, 8)
+    pred = baseline("least_squares").prepare(fam, 8, [5], jax.random.key(1))(batch.x, batch.y)
+    np.testing.assert_allclose(pred[:, 0], batch.y[:, 5], rtol=1e-3, atol=1e-3)  # noiseless, k > d
+    avg = baseline("averaging").prepare(fam, 8, [4], jax.random.key(1))(batch.x, batch.y)
+    w = jnp.mean(batch.x[:, :4] * batch.y[:, :4, None], 1)
+    np.testing.assert_allclose(avg[:, 0], jnp.sum(w * batch.x[:, 4], -1), rtol=1e-5)
+
+
+def test_knn_copies_a_repeated_item_and_never_peeks():
+    batch = CLS.sample(jax.random.key(0), 64, 20)
+    pred = baseline("knn").prepare(CLS, 20, [0, 19], jax.random.key(1))(batch.x, batch.y)
+    acc0 = float(jnp.mean(pred[:, 0] == batch.y[:, 0]))
+    assert acc0 < 0.7  # at budget 0 there is nothing to copy (chance is 1/3)
+    # with 3 items and 19 examples seen, the item has almost surely appeared: 1-NN is exact
+    assert float(jnp.mean(pred[:, 1] == batch.y[:, 19])) > 0.95
+
+
+def test_tuned_logistic_regression_learns():
+    curves = evaluate(baseline("logistic_sgd"), CLS, [0, 15], 64, jax.random.key(0))
+    c = curves.get()
+    assert c.mean[1] > 0.8 > c.mean[0]
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_every_baseline_runs_or_refuses_clearly(name):
+    b = BASELINES[name]
+    for fam in (REG, CLS):
+        kind = "regression" if fam.num_classes is None else "classification"
+        if kind in b.kinds:
+            c = evaluate(b, fam, [0, 2, 5], 8, jax.random.key(0)).get()
+            assert len(c.mean) == 3 and all(math.isfinite(m) for m in c.mean)
+        else:
+            with pytest.raises(UserError, match=f"{name}.*applies to"):
+                evaluate(b, fam, [0, 2], 8, jax.random.key(0))
+
+
+def test_curves_seen_unseen_records_and_json(tmp_path):
+    fam = data.make("linear_regression", dim=4, noise=0.5, num_tasks=3)
+    curves = evaluate(baseline("ridge"), fam, [0, 4, 9], 32, jax.random.key(0), seed=0)
+    assert [c.subset for c in curves] == ["seen", "unseen"]
+    write_json(curves, tmp_path / "r.json")
+    records = json.loads((tmp_path / "r.json").read_text())
+    assert {r["subset"] for r in records} == {"seen", "unseen"}
+    r = records[0]
+    assert r["schema"] == 1 and r["metric"] == "mse" and r["budget_unit"] == "examples"
+    assert r["budget"] == [0, 4, 9] and len(r["mean"]) == len(r["stderr"]) == 3
+    assert r["learner"] == "ridge" and r["family"] == fam.spec and r["num_sequences"] == 32
+
+
+def test_same_key_same_curves_and_shared_sequences():
+    a = evaluate(baseline("ridge"), REG, [1, 5], 16, jax.random.key(3)).get()
+    b = evaluate(baseline("ridge"), REG, [1, 5], 16, jax.random.key(3)).get()
+    assert a.mean == b.mean
+    k = evaluate(baseline("knn"), REG, [1, 5], 16, jax.random.key(3)).get()
+    assert a.per_sequence.shape == k.per_sequence.shape == (16, 2)
+
+
+def test_budget_checks():
+    assert check_budgets([3, 0, 3], None) == ((0, 3), 4)
+    with pytest.raises(UserError, match=r"budget 8.*below the length"):
+        check_budgets([0, 8], 8)
+    with pytest.raises(UserError, match="non-negative"):
+        check_budgets([-1], 4)

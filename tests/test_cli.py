@@ -1,0 +1,204 @@
+"""The command line, in-process (fast) except one test of the installed console script."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from meta.cli import main
+
+
+def _err(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("metalearn: error:") and "Traceback" not in err
+    return err
+
+
+def test_train_writes_a_run(tiny_run):
+    for name in ("config.json", "metrics.jsonl", "results.json", "curves.png", "table.txt"):
+        assert (tiny_run / name).is_file(), name
+    assert (tiny_run / "checkpoints").is_dir()
+    config = json.loads((tiny_run / "config.json").read_text())
+    assert config["experiment"] == "experiments.quickstart"
+    assert config["config"]["family"] == "projected:base=digits,dim=8"
+    records = json.loads((tiny_run / "results.json").read_text())
+    assert {r["learner"] for r in records} == {"tiny", "knn"}
+    assert {r["subset"] for r in records} == {"all"}
+
+
+def test_existing_run_needs_resume_or_force(tiny_run, tiny_args, capsys):
+    err = _err(capsys, ["train", *tiny_args, "--out", str(tiny_run)])
+    assert str(tiny_run) in err and "--resume" in err and "--force" in err
+
+
+def test_resume_refuses_a_changed_config(tiny_run, tiny_args, capsys):
+    err = _err(
+        capsys, ["train", *tiny_args, "--set", "loop.steps=7", "--out", str(tiny_run), "--resume"]
+    )
+    assert "loop.steps" in err
+
+
+def test_resume_of_a_finished_run_and_force(tiny_run, tiny_args, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run, copy)
+    assert main(["train", "--out", str(copy), "--resume"]) == 0
+    assert main(["train", *tiny_args, "--out", str(copy), "--force"]) == 0
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (["--set", "nope=1"], ["unknown config key 'nope'", "family"]),
+        (["--set", "model.depth=two"], ["model.depth", "'two'", "integer"]),
+        (["--set", "model=3"], ["group", "model.depth"]),
+        (["--set", "family=nonsense"], ["unknown family", "'nonsense'"]),
+        (["--set", "model.width=30", "--set", "model.heads=4"], ["model.width", "30", "heads"]),
+        (["--set", "loop.steps=0"], ["loop.steps", "0"]),
+    ],
+)
+def test_bad_train_input(capsys, tmp_path, overrides, words):
+    err = _err(capsys, ["train", *overrides, "--out", str(tmp_path / "x")])
+    for w in words:
+        assert w in err
+    assert not (tmp_path / "x").exists()  # nothing half-written
+
+
+def test_unknown_experiment(capsys, tmp_path):
+    err = _err(capsys, ["train", "no_such_experiment", "--out", str(tmp_path / "x")])
+    assert "'no_such_experiment'" in err and "quickstart" in err
+
+
+def test_nan_stops_the_run_with_step_and_quantity(capsys, tiny_args, tmp_path):
+    argv = [
+        "train",
+        *tiny_args,
+        "--set",
+        "optim.lr=1e38",
+        "--set",
+        "optim.clip=0",
+        "--set",
+        "optim.warmup=0",
+        "--set",
+        "loop.steps=30",
+        "--out",
+        str(tmp_path / "nan"),
+    ]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "stopped at step" in err and ("nan" in err or "inf" in err)
+    assert "Traceback" not in err
+
+
+def test_eval_a_run_beside_baselines(tiny_run, tmp_path, capsys):
+    out = tmp_path / "res.json"
+    argv = [
+        "eval",
+        "--learner",
+        str(tiny_run),
+        "--learner",
+        "knn",
+        "--family",
+        "train",
+        "--family",
+        "random:dim=8,num_classes=10",
+        "--budgets",
+        "0,2,7",
+        "--sequences",
+        "8",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    records = json.loads(out.read_text())
+    assert len(records) == 4 and out.with_suffix(".png").is_file()
+    assert {r["learner"] for r in records} == {"tiny", "knn"}
+    assert all(r["budget"] == [0, 2, 7] for r in records)
+    assert "knn" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--family", "random:dim=5"], ["inputs of size 8", "input size 5"]),
+        (["--family", "train", "--length", "20"], ["at most 8", "20"]),
+        (["--family", "train", "--budgets", "0,8"], ["budget 8", "below the length"]),
+        (["--family", "linear_regression:dim=8"], ["classification"]),
+        (["--family", "train", "--learner", "ridge"], ["ridge", "regression"]),
+        (["--family", "train", "--learner", "magic"], ["'magic'", "knn"]),
+        (["--family", "projected:base=missing.npz,dim=8"], ["missing.npz", "does not exist"]),
+    ],
+)
+def test_bad_eval_input(tiny_run, tmp_path, capsys, extra, words):
+    err = _err(
+        capsys,
+        [
+            "eval",
+            "--learner",
+            str(tiny_run),
+            *extra,
+            "--sequences",
+            "4",
+            "--out",
+            str(tmp_path / "r.json"),
+        ],
+    )
+    for w in words:
+        assert w in err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_listings(capsys):
+    assert main(["families"]) == 0 and "projected" in capsys.readouterr().out
+    assert main(["learners"]) == 0 and "logistic_adam" in capsys.readouterr().out
+    assert main(["experiments"]) == 0 and "quickstart" in capsys.readouterr().out
+
+
+def test_installed_console_script(tmp_path):
+    beside = Path(sys.executable).parent / "metalearn"  # the venv running pytest, if not on PATH
+    exe = shutil.which("metalearn") or (str(beside) if beside.exists() else None)
+    if exe is None:
+        pytest.skip("console script not installed")
+    out = tmp_path / "r.json"
+    done = subprocess.run(
+        [
+            exe,
+            "eval",
+            "--learner",
+            "ridge",
+            "--family",
+            "linear_regression:dim=2",
+            "--budgets",
+            "0,1,3",
+            "--sequences",
+            "8",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(out.read_text())[0]["learner"] == "ridge"
+    bad = subprocess.run(
+        [
+            exe,
+            "eval",
+            "--learner",
+            "ridge",
+            "--family",
+            "linear_regression:dim=-1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 2 and "dim" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,80 @@
+"""In-context learners: causality, token format, shapes."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import data
+from icl.learner import InContextLearner, ModelConfig
+from icl.tokens import tokens
+
+L = 8
+
+
+@pytest.fixture(scope="module", params=["transformer", "transformer-noshift", "lstm"])
+def model(request):
+    kind = request.param.split("-")[0]
+    cfg = ModelConfig(kind=kind, depth=2, width=16, heads=2, shift="noshift" not in request.param)
+    fam = data.make("random", dim=4, num_classes=3, items=3)
+    learner = InContextLearner.for_family(cfg, fam, L)
+    theta = learner.init(jax.random.key(0))
+    return learner, theta, fam
+
+
+def test_tokens_pair_x_t_with_the_previous_label():
+    x = jnp.arange(6, dtype=jnp.float32).reshape(1, 3, 2)
+    y = jnp.array([[2, 0, 1]])
+    tok = tokens(x, y, num_classes=3)
+    assert tok.shape == (1, 3, 5)
+    np.testing.assert_array_equal(tok[0, :, :2], x[0])
+    np.testing.assert_array_equal(tok[0, 0, 2:], [0, 0, 0])  # nothing seen at t = 0
+    np.testing.assert_array_equal(tok[0, 1, 2:], [0, 0, 1])  # y_0 = 2
+    np.testing.assert_array_equal(tok[0, 2, 2:], [1, 0, 0])  # y_1 = 0
+    reg = tokens(x, jnp.array([[0.5, -1.0, 2.0]]), num_classes=None)
+    np.testing.assert_array_equal(reg[0, :, 2], [0.0, 0.5, -1.0])
+
+
+def test_prediction_at_t_ignores_y_t_and_everything_after(model):
+    learner, theta, fam = model
+    batch = fam.sample(jax.random.key(1), 4, L)
+    apply = jax.jit(learner.apply)
+    base = apply(theta, batch.x, batch.y)
+    for t in (0, 3, L - 1):
+        y2 = batch.y.at[:, t:].set((batch.y[:, t:] + 1) % 3)
+        x2 = batch.x.at[:, t + 1 :].add(5.0)
+        out = apply(theta, x2, y2)
+        np.testing.assert_allclose(out[:, : t + 1], base[:, : t + 1], rtol=1e-5, atol=1e-5)
+        if t + 1 < L:  # and the change is visible later, so the test could fail
+            assert not np.allclose(out[:, t + 1 :], base[:, t + 1 :])
+
+
+def test_earlier_examples_do_change_the_prediction(model):
+    learner, theta, fam = model
+    batch = fam.sample(jax.random.key(2), 2, L)
+    out = learner.apply(theta, batch.x, batch.y)
+    y2 = batch.y.at[:, 0].set((batch.y[:, 0] + 1) % 3)
+    assert not np.allclose(learner.apply(theta, batch.x, y2)[:, 1:], out[:, 1:])
+
+
+def test_regression_head_and_loss():
+    fam = data.make("linear_regression", dim=3)
+    learner = InContextLearner.for_family(ModelConfig(depth=1, width=16), fam, L)
+    theta = learner.init(jax.random.key(0))
+    batch = fam.sample(jax.random.key(1), 4, L)
+    assert learner.apply(theta, batch.x, batch.y).shape == (4, L)
+    loss, metrics = learner.loss(theta, batch)
+    assert np.isfinite(loss) and set(metrics) == {"loss", "mse"}
+    log_loss, _ = learner.loss(theta, batch, "log")
+    assert np.isfinite(log_loss) and not np.isclose(log_loss, loss)
+
+
+def test_same_key_same_parameters():
+    fam = data.make("linear_regression", dim=3)
+    learner = InContextLearner.for_family(ModelConfig(depth=1, width=16), fam, L)
+    a, b = learner.init(jax.random.key(5)), learner.init(jax.random.key(5))
+    assert all(
+        jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda u, v: bool((u == v).all()), a, b))
+    )
