@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import data
 from icl.learner import InContextLearner, ModelConfig, SequenceObjective, Theta, TrainedPredictor
@@ -15,6 +16,7 @@ from meta.baselines import baseline
 from meta.errors import UserError
 from meta.evaluate import Curves, evaluate
 from meta.experiment import Setup
+from meta.files import atomic_write_text
 from meta.loop import LoopConfig
 from meta.objective import Backprop
 from meta.optim import OptimConfig
@@ -25,14 +27,17 @@ TRAIN = "train"  # in eval.families: the training family itself (its own pool: s
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """The study after training. Families are SPECs or 'train'; baselines that do not apply to
-    a family are skipped for it."""
+    """The study after training. Families are SPECs or 'train'; in a SPEC, `{dim}` and
+    `{num_classes}` stand for the training family's, so held-out families follow --set family=.
+    Baselines that do not apply to a family are skipped for it."""
 
     families: tuple[str, ...] = (TRAIN,)
+    optional: tuple[str, ...] = ()  # evaluated when their data can be loaded, else skipped
     baselines: tuple[str, ...] = ()
     budgets: tuple[int, ...] = ()  # empty: every budget 0..length-1
     sequences: int = 1000
     seed: int = 0
+    reference: str = ""  # a baseline: also report the learner's metric as a ratio to it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +47,7 @@ class ICLConfig:
     family: str = "linear_regression:dim=8,noise=0.5"
     length: int = 16
     batch_size: int = 128
+    weighting: str = "uniform"  # or "log": mean over positions of log MSE (regression)
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()
     loop: LoopConfig = LoopConfig()
@@ -53,8 +59,12 @@ class ICLConfig:
             raise UserError(f"length must be at least 2, got {self.length}")
         if self.batch_size < 1:
             raise UserError(f"batch_size must be a positive int, got {self.batch_size}")
+        if self.weighting not in ("uniform", "log"):
+            raise UserError(f"weighting must be uniform or log, got {self.weighting!r}")
+        if self.weighting == "log" and family.num_classes is not None:
+            raise UserError("weighting=log is for regression families")
         learner = InContextLearner.for_family(self.model, family, self.length)
-        objective = SequenceObjective(learner, family, self.batch_size, self.length)
+        objective = SequenceObjective(learner, family, self.batch_size, self.length, self.weighting)
         return Setup(
             init=objective.init,
             estimator=Backprop(objective),
@@ -68,13 +78,28 @@ class ICLConfig:
     def budgets(self) -> tuple[int, ...]:
         return self.eval.budgets or tuple(range(self.length))
 
+    def _eval_families(self) -> list[data.TaskFamily]:
+        train = data.from_spec(self.family)
+
+        def build(spec: str) -> data.TaskFamily:
+            if spec == TRAIN:
+                return train
+            return data.from_spec(spec.format(dim=train.input_dim, num_classes=train.num_classes))
+
+        out = [build(s) for s in self.eval.families]
+        for spec in self.eval.optional:
+            try:
+                out.append(build(spec))
+            except UserError as e:
+                print(f"skipping optional family {spec}: {e}")
+        return out
+
     def report(self, learner: InContextLearner, theta: Theta, run_dir: Path, name: str) -> Curves:
         """Evaluate the trained learner and the baselines; write results.json, curves.png and
         table.txt into the run directory, and print the table."""
         key = jax.random.key(self.eval.seed)
         curves = Curves(())
-        for spec in self.eval.families:
-            family = data.from_spec(self.family if spec == TRAIN else spec)
+        for family in self._eval_families():
             learners = [TrainedPredictor(learner, theta, name)]
             kind = "regression" if family.num_classes is None else "classification"
             learners += [baseline(b) for b in self.eval.baselines if kind in baseline(b).kinds]
@@ -91,9 +116,34 @@ class ICLConfig:
         write_json(curves, run_dir / "results.json")
         plot(curves, run_dir / "curves.png", title=name)
         text = table(curves, _shown_budgets(self.budgets()))
-        (run_dir / "table.txt").write_text(text)
+        if self.eval.reference:
+            text += "\n" + ratio_table(curves, name, self.eval.reference)
+        atomic_write_text(run_dir / "table.txt", text + "\n")
         print(text)
         return curves
+
+
+def ratio_table(curves: Curves, learner: str, reference: str) -> str:
+    """The learner's metric divided by the reference's at each budget, on the same sequences,
+    with a paired standard error (delta method: var(a - r b) / (n mean(b)^2))."""
+    lines = []
+    for c in curves:
+        if c.learner != learner:
+            continue
+        try:
+            ref = curves.get(subset=c.subset, learner=reference, family=c.family)
+        except KeyError:
+            continue
+        a, b = c.per_sequence, ref.per_sequence
+        r = a.mean(0) / b.mean(0)
+        se = (a - r * b).std(0, ddof=1) / (np.sqrt(len(a)) * b.mean(0))
+        lines.append(f"{c.family} [{c.subset}] {c.metric} of {learner} / {reference}:")
+        lines.append("budget " + " ".join(f"{k:>12d}" for k in c.budget))
+        lines.append(
+            "ratio  " + " ".join(f"{x:>6.3f}±{s:<5.3f}" for x, s in zip(r, se, strict=True))
+        )
+        lines.append(f"worst ratio {r.max():.3f} at budget {c.budget[int(r.argmax())]}")
+    return "\n".join(lines)
 
 
 def _shown_budgets(budgets: tuple[int, ...]) -> list[int]:

@@ -22,9 +22,13 @@ class Config(ICLConfig):
     family: str = "linear_regression:dim=8,noise=0.5"
     length: int = 16
     batch_size: int = 256
-    model: ModelConfig = ModelConfig(depth=4, width=64, heads=2)
-    optim: OptimConfig = OptimConfig(lr=1e-3, warmup=200, eps=1e-10)
-    loop: LoopConfig = LoopConfig(steps=5000, log_every=100, eval_every=1000, checkpoint_every=1000)
+    weighting: str = "log"
+    model: ModelConfig = ModelConfig(depth=4, width=64, heads=4)
+    optim: OptimConfig = OptimConfig(lr=1e-2, warmup=200, eps=1e-10)
+    loop: LoopConfig = LoopConfig(steps=5500, log_every=100, eval_every=1000, checkpoint_every=1000)
     eval: EvalConfig = EvalConfig(
-        families=(TRAIN,), baselines=("ridge", "least_squares", "averaging"), sequences=4000
+        families=(TRAIN,),
+        baselines=("ridge", "least_squares", "averaging"),
+        sequences=8000,
+        reference="ridge",
     )

@@ -24,11 +24,12 @@ class Config(ICLConfig):
     family: str = "projected:base=digits,dim=16"
     length: int = 50
     batch_size: int = 128
-    model: ModelConfig = ModelConfig(depth=2, width=64, heads=2)
-    optim: OptimConfig = OptimConfig(lr=1e-3, warmup=200, eps=1e-10)
+    model: ModelConfig = ModelConfig(depth=2, width=64, heads=4)
+    optim: OptimConfig = OptimConfig(lr=3e-3, warmup=200, eps=1e-10)
     loop: LoopConfig = LoopConfig(steps=2000, log_every=50, eval_every=500, checkpoint_every=1000)
     eval: EvalConfig = EvalConfig(
-        families=(TRAIN, "random:dim=16,num_classes=10,items=10"),
+        families=(TRAIN, "random:dim={dim},num_classes={num_classes},items=10"),
+        optional=("projected:base=fashion_mnist,dim={dim},split=test",),
         baselines=("knn", "nearest_centroid", "logistic_adam"),
         budgets=(0, 1, 2, 4, 8, 16, 32, 49),
         sequences=1000,

@@ -86,13 +86,19 @@ class Curves:
     def __add__(self, other: Curves) -> Curves:
         return Curves(self.curves + other.curves)
 
-    def get(self, subset: str | None = None, learner: str | None = None) -> Curve:
-        """The single curve matching `subset` and `learner`."""
+    def get(
+        self, subset: str | None = None, learner: str | None = None, family: str | None = None
+    ) -> Curve:
+        """The single curve matching the given subset, learner and family."""
         found = [
-            c for c in self.curves if subset in (None, c.subset) and learner in (None, c.learner)
+            c
+            for c in self.curves
+            if subset in (None, c.subset)
+            and learner in (None, c.learner)
+            and family in (None, c.family)
         ]
         if len(found) != 1:
-            raise KeyError(f"{len(found)} curves match subset={subset!r}, learner={learner!r}")
+            raise KeyError(f"{len(found)} curves match {subset=}, {learner=}, {family=}")
         return found[0]
 
     def to_records(self) -> list[dict[str, Any]]:

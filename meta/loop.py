@@ -93,6 +93,7 @@ def meta_train(
 
     ckpt = log = None
     start = 0
+    lead = jax.process_index() == 0  # in a multi-host job one process logs and shows progress
     if run_dir is not None:
         from meta.checkpoint import Checkpointer
 
@@ -100,11 +101,12 @@ def meta_train(
         if resume and ckpt.latest_step() is not None:
             start = ckpt.latest_step()
             state = TrainState(*ckpt.restore(start, tuple(state)))
-        log = MetricsLog(
-            Path(run_dir) / "metrics.jsonl",
-            resume_from=start if resume else None,
-            tensorboard=Path(run_dir) / "tb" if loop.tensorboard else None,
-        )
+        if lead:
+            log = MetricsLog(
+                Path(run_dir) / "metrics.jsonl",
+                resume_from=start if resume else None,
+                tensorboard=Path(run_dir) / "tb" if loop.tensorboard else None,
+            )
 
     def train_step(state: TrainState, step: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
         est = estimator.estimate(
@@ -117,7 +119,7 @@ def meta_train(
 
     mesh = task_mesh()
     step_fn = jax.jit(train_step, donate_argnums=0)
-    bar = _progress(loop, start)
+    bar = _progress(loop, start) if lead else None
     last: dict[str, float] = {}
     t0 = time.perf_counter()
 

@@ -21,6 +21,10 @@ def read_json(path: Path) -> list[dict[str, Any]]:
     return json.loads(Path(path).read_text())
 
 
+def _num(v: float) -> str:
+    return f"{v:.3f}" if abs(v) < 100 else f"{v:.4g}"
+
+
 def table(curves: Curves, budgets: Sequence[int] | None = None) -> str:
     """Plain-text table: one row per (family, subset, learner), one column per budget."""
     rows = list(curves)
@@ -36,16 +40,16 @@ def table(curves: Curves, budgets: Sequence[int] | None = None) -> str:
             f"{family} [{subset}] {metric} (mean ± stderr over {group[0].num_sequences} sequences)"
         )
         width = max(len(c.learner) for c in group) + 2
-        head = "budget".ljust(width) + "".join(f"{b:>14d}" for b in budgets)
+        head = "budget".ljust(width) + "".join(f"{b:>16d}" for b in budgets)
         lines.append(head)
         for c in group:
             cells = []
             for b in budgets:
                 if b in c.budget:
                     i = c.budget.index(b)
-                    cells.append(f"{c.mean[i]:>8.3f}±{c.stderr[i]:<5.3f}")
+                    cells.append(f"{_num(c.mean[i])}±{_num(c.stderr[i])}".rjust(16))
                 else:
-                    cells.append(" " * 14)
+                    cells.append(" " * 16)
             lines.append(c.learner.ljust(width) + "".join(cells))
         lines.append("")
     return "\n".join(lines)
