@@ -111,7 +111,7 @@ def _named(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
         f"(arrays x and y) or a copy of the hub repository {repo}/, or go online so "
         f"HuggingFace datasets can fetch {repo}"
     )
-    if offline:
+    if offline or not _hub_reachable():
         raise UserError(f"base {name!r} ({split}) is not available offline: {how}")
     try:
         ds = _load_hf(repo, config, split=split)
@@ -120,6 +120,18 @@ def _named(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
             f"could not load base {name!r} ({split}) from the hub ({e}); {how}"
         ) from None
     return _from_hf(ds, name)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the HuggingFace hub answers at all: a quick connect, instead of letting
+    `datasets` spend ~20 s on retries when this machine is offline."""
+    import socket
+
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def _load_hf(path: str, config: str | None, *, split: str, offline: bool = False, **kwargs):

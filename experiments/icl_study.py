@@ -91,7 +91,8 @@ class ICLConfig:
             try:
                 out.append(build(spec))
             except UserError as e:
-                print(f"skipping optional family {spec}: {e}")
+                shown = spec.format(dim=train.input_dim, num_classes=train.num_classes)
+                print(f"skipping optional family {shown}: {e}")
         return out
 
     def report(self, learner: InContextLearner, theta: Theta, run_dir: Path, name: str) -> Curves:
