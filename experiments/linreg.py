@@ -1,10 +1,18 @@
 """In-context linear regression: a transformer against the Bayes-optimal ridge predictor.
 
-    metalearn train linreg
+    metalearn train linreg          # about 13 minutes on 2 cores
 
 Tasks y = w.x + eps with x, w ~ N(0, I_8) and noise 0.5, fresh for every sequence of 16
 examples (Garg et al. 2022; Raventos et al. 2023). The report compares squared error at
-every budget 1..15 with ridge (posterior mean, Bayes-optimal here) and least squares.
+every budget with ridge (posterior mean, Bayes-optimal here), least squares and averaging,
+and prints the transformer's error divided by ridge's on the same 8000 sequences, with paired
+standard errors. Measured here (2-core CPU, 12.8 minutes in all): at most 1.076 (budget 11),
+every budget 1..15 within 1.10x, standard errors <= 0.008.
+
+What made it work within the time (1500-step pilots, worst ratio over budgets 1..15): the
+token shift (3.9 without, 1.57 with), 4 heads instead of 2 (1.42 -> 1.25), learning rate
+1e-2 instead of 1e-3, and the `log` weighting of the loss (1.71 -> 1.57), which keeps the
+small errors of late positions from being drowned out by the large ones of early positions.
 """
 
 from __future__ import annotations

@@ -84,10 +84,10 @@ def nearest_centroid_rule(x, y, k, num_classes):
 
 def logistic_rule(
     optimizer: Callable[[float], optax.GradientTransformation], steps: int
-) -> Callable[[float], Rule]:
+) -> Callable[[Any, float], Rule]:
     """A linear softmax classifier trained full-batch for `steps` on the seen examples."""
 
-    def with_lr(lr: float) -> Rule:
+    def with_lr(family: Any, lr: float) -> Rule:
         opt = optimizer(lr)
 
         def rule(x, y, k, num_classes):
@@ -118,9 +118,9 @@ class Baseline:
 
     name: str
     kinds: tuple[str, ...]
-    make_rule: Callable[[Any], Rule]  # family (or learning rate, when tuned) -> rule
+    make_rule: Callable[[Any, float | None], Rule]  # (family, tuned learning rate) -> rule
     description: str
-    lr_grid: tuple[float, ...] = ()
+    lr_grid: tuple[float, ...] = ()  # tuned when not empty
     tune_sequences: int = 256
 
     def prepare(self, family: Any, length: int, budgets: Sequence[int], key: jax.Array):
@@ -130,10 +130,8 @@ class Baseline:
                 f"learner {self.name!r} applies to {' and '.join(self.kinds)} families; "
                 f"{family.spec!r} is {kind}"
             )
-        if self.lr_grid:
-            lr = self.tune(family, length, budgets, key)
-            return _vectorize(self.make_rule(lr), budgets, family.num_classes)
-        return _vectorize(self.make_rule(family), budgets, family.num_classes)
+        lr = self.tune(family, length, budgets, key) if self.lr_grid else None
+        return _vectorize(self.make_rule(family, lr), budgets, family.num_classes)
 
     def tune(self, family: Any, length: int, budgets: Sequence[int], key: jax.Array) -> float:
         """The grid learning rate with the best mean accuracy over `budgets`, on tasks drawn
@@ -141,16 +139,12 @@ class Baseline:
         subset = "unseen" if family.num_tasks is not None else "all"
         batch = family.sample(key, self.tune_sequences, length, subset)
         target = batch.y[:, jnp.asarray(budgets)]
-        scores = [
-            float(
-                jnp.mean(
-                    _vectorize(self.make_rule(lr), budgets, family.num_classes)(batch.x, batch.y)
-                    == target
-                )
-            )
-            for lr in self.lr_grid
-        ]
-        return self.lr_grid[int(np.argmax(scores))]
+
+        def score(lr: float) -> float:
+            predict = _vectorize(self.make_rule(family, lr), budgets, family.num_classes)
+            return float(jnp.mean(predict(batch.x, batch.y) == target))
+
+        return max(self.lr_grid, key=score)
 
 
 def _vectorize(rule: Rule, budgets: Sequence[int], num_classes: int | None):
@@ -167,31 +161,31 @@ BASELINES: dict[str, Baseline] = {
         Baseline(
             "ridge",
             ("regression",),
-            lambda f: ridge_rule(max(getattr(f, "noise", 0.0) ** 2, 1e-6)),
+            lambda f, lr: ridge_rule(max(getattr(f, "noise", 0.0) ** 2, 1e-6)),
             "posterior mean, lambda = noise^2 (Bayes-optimal for linear_regression)",
         ),
         Baseline(
             "least_squares",
             ("regression",),
-            lambda f: least_squares_rule,
+            lambda f, lr: least_squares_rule,
             "minimum-norm least squares",
         ),
         Baseline(
             "averaging",
             ("regression",),
-            lambda f: averaging_rule,
+            lambda f, lr: averaging_rule,
             "Garg et al.: w = mean of y_i x_i",
         ),
         Baseline(
             "knn",
             ("classification", "regression"),
-            lambda f: knn_rule(1),
+            lambda f, lr: knn_rule(1),
             "nearest seen neighbour's label or target",
         ),
         Baseline(
             "nearest_centroid",
             ("classification",),
-            lambda f: nearest_centroid_rule,
+            lambda f, lr: nearest_centroid_rule,
             "class with the nearest mean seen input",
         ),
         Baseline(

@@ -37,4 +37,3 @@ class Setup:
     learner: Callable[[Theta, str], Learner]
     periodic_eval: Callable[[Theta], dict[str, float]] | None = None
     report: Callable[[Theta, Path, str], Curves] | None = None
-    describe: Callable[[Theta], str] | None = None

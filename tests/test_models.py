@@ -78,3 +78,12 @@ def test_same_key_same_parameters():
     assert all(
         jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda u, v: bool((u == v).all()), a, b))
     )
+
+
+def test_every_model_has_finite_nonzero_gradients(model):
+    learner, theta, fam = model
+    batch = fam.sample(jax.random.key(3), 4, L)
+    grads = jax.grad(lambda th: learner.loss(th, batch)[0])(theta)
+    leaves = jax.tree_util.tree_leaves(grads)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
+    assert sum(float(jnp.abs(g).sum()) for g in leaves) > 0
