@@ -17,7 +17,8 @@ import optax
 
 from meta.errors import UserError
 
-# A rule maps (x [L, D], y [L], k, num_classes) to the prediction for example k.
+# A rule maps (x [L, D], y [L], k, num_classes, lr) to the prediction for example k; lr is the
+# tuned learning rate of the rules that train something (a traced scalar: one compile per grid).
 Rule = Callable[..., jax.Array]
 
 
@@ -29,7 +30,7 @@ def ridge_rule(lam: float) -> Rule:
     """Posterior mean under w ~ N(0, I) with noise variance `lam`: Bayes-optimal for
     linear_regression when lam = noise^2."""
 
-    def rule(x, y, k, num_classes):
+    def rule(x, y, k, num_classes, lr):
         m = _mask(x.shape[0], k)
         xm = x * m[:, None]
         w = jnp.linalg.solve(xm.T @ x + lam * jnp.eye(x.shape[1]), xm.T @ y)
@@ -38,14 +39,14 @@ def ridge_rule(lam: float) -> Rule:
     return rule
 
 
-def least_squares_rule(x, y, k, num_classes):
+def least_squares_rule(x, y, k, num_classes, lr):
     """Minimum-norm least squares on the first k examples."""
     m = _mask(x.shape[0], k)
     w = jnp.linalg.pinv(x * m[:, None]) @ (y * m)
     return x[k] @ w
 
 
-def averaging_rule(x, y, k, num_classes):
+def averaging_rule(x, y, k, num_classes, lr):
     """Garg et al.'s estimator: w = mean over seen examples of y_i x_i."""
     m = _mask(x.shape[0], k)
     w = (x * (m * y)[:, None]).sum(0) / jnp.maximum(k, 1)
@@ -55,7 +56,7 @@ def averaging_rule(x, y, k, num_classes):
 def knn_rule(neighbours: int) -> Rule:
     """Majority label (classification) or mean target (regression) of the nearest seen inputs."""
 
-    def rule(x, y, k, num_classes):
+    def rule(x, y, k, num_classes, lr):
         d = jnp.sum((x - x[k]) ** 2, axis=-1)
         d = jnp.where(jnp.arange(x.shape[0]) < k, d, jnp.inf)
         _, nn = jax.lax.top_k(-d, neighbours)
@@ -72,7 +73,7 @@ def knn_rule(neighbours: int) -> Rule:
     return rule
 
 
-def nearest_centroid_rule(x, y, k, num_classes):
+def nearest_centroid_rule(x, y, k, num_classes, lr):
     """The class whose mean seen input is nearest."""
     m = _mask(x.shape[0], k)
     onehot = jax.nn.one_hot(y, num_classes) * m[:, None]
@@ -82,34 +83,28 @@ def nearest_centroid_rule(x, y, k, num_classes):
     return jnp.argmin(jnp.where(counts > 0, d, jnp.inf))
 
 
-def logistic_rule(
-    optimizer: Callable[[float], optax.GradientTransformation], steps: int
-) -> Callable[[Any, float], Rule]:
+def logistic_rule(optimizer: Callable[..., optax.GradientTransformation], steps: int) -> Rule:
     """A linear softmax classifier trained full-batch for `steps` on the seen examples."""
 
-    def with_lr(family: Any, lr: float) -> Rule:
+    def rule(x, y, k, num_classes, lr):
         opt = optimizer(lr)
+        m = _mask(x.shape[0], k)
+        params = (jnp.zeros((x.shape[1], num_classes)), jnp.zeros(num_classes))
 
-        def rule(x, y, k, num_classes):
-            m = _mask(x.shape[0], k)
-            params = (jnp.zeros((x.shape[1], num_classes)), jnp.zeros(num_classes))
+        def loss(p):
+            logits = x @ p[0] + p[1]
+            ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+            return jnp.sum(ce * m) / jnp.maximum(k, 1)
 
-            def loss(p):
-                logits = x @ p[0] + p[1]
-                ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-                return jnp.sum(ce * m) / jnp.maximum(k, 1)
+        def step(carry, _):
+            p, s = carry
+            u, s = opt.update(jax.grad(loss)(p), s, p)
+            return (optax.apply_updates(p, u), s), None
 
-            def step(carry, _):
-                p, s = carry
-                u, s = opt.update(jax.grad(loss)(p), s, p)
-                return (optax.apply_updates(p, u), s), None
+        (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
+        return jnp.argmax(x[k] @ params[0] + params[1])
 
-            (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
-            return jnp.argmax(x[k] @ params[0] + params[1])
-
-        return rule
-
-    return with_lr
+    return rule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +113,7 @@ class Baseline:
 
     name: str
     kinds: tuple[str, ...]
-    make_rule: Callable[[Any, float | None], Rule]  # (family, tuned learning rate) -> rule
+    make_rule: Callable[[Any], Rule]  # family -> rule
     description: str
     lr_grid: tuple[float, ...] = ()  # tuned when not empty
     tune_sequences: int = 256
@@ -130,27 +125,26 @@ class Baseline:
                 f"learner {self.name!r} applies to {' and '.join(self.kinds)} families; "
                 f"{family.spec!r} is {kind}"
             )
-        lr = self.tune(family, length, budgets, key) if self.lr_grid else None
-        return _vectorize(self.make_rule(family, lr), budgets, family.num_classes)
+        predict = _vectorize(self.make_rule(family), budgets, family.num_classes)
+        lr = self.tune(predict, family, length, budgets, key) if self.lr_grid else 0.0
+        return lambda x, y: predict(x, y, lr)
 
-    def tune(self, family: Any, length: int, budgets: Sequence[int], key: jax.Array) -> float:
+    def tune(self, predict, family: Any, length: int, budgets: Sequence[int], key: jax.Array):
         """The grid learning rate with the best mean accuracy over `budgets`, on tasks drawn
         from `key` (never the evaluation tasks)."""
         subset = "unseen" if family.num_tasks is not None else "all"
         batch = family.sample(key, self.tune_sequences, length, subset)
         target = batch.y[:, jnp.asarray(budgets)]
-
-        def score(lr: float) -> float:
-            predict = _vectorize(self.make_rule(family, lr), budgets, family.num_classes)
-            return float(jnp.mean(predict(batch.x, batch.y) == target))
-
-        return max(self.lr_grid, key=score)
+        return max(
+            self.lr_grid, key=lambda lr: float(jnp.mean(predict(batch.x, batch.y, lr) == target))
+        )
 
 
 def _vectorize(rule: Rule, budgets: Sequence[int], num_classes: int | None):
+    """predict(x [N, L, D], y [N, L], lr) -> predictions [N, len(budgets)], jitted once."""
     ks = jnp.asarray(budgets)
-    per_seq = lambda x, y: jax.vmap(lambda k: rule(x, y, k, num_classes))(ks)  # noqa: E731
-    return jax.jit(jax.vmap(per_seq))
+    per_seq = lambda x, y, lr: jax.vmap(lambda k: rule(x, y, k, num_classes, lr))(ks)  # noqa: E731
+    return jax.jit(jax.vmap(per_seq, in_axes=(0, 0, None)))
 
 
 _HALF_DECADES = tuple(float(10.0**e) for e in np.arange(-3.0, 1.01, 0.5))
@@ -161,44 +155,44 @@ BASELINES: dict[str, Baseline] = {
         Baseline(
             "ridge",
             ("regression",),
-            lambda f, lr: ridge_rule(max(getattr(f, "noise", 0.0) ** 2, 1e-6)),
+            lambda f: ridge_rule(max(getattr(f, "noise", 0.0) ** 2, 1e-6)),
             "posterior mean, lambda = noise^2 (Bayes-optimal for linear_regression)",
         ),
         Baseline(
             "least_squares",
             ("regression",),
-            lambda f, lr: least_squares_rule,
+            lambda f: least_squares_rule,
             "minimum-norm least squares",
         ),
         Baseline(
             "averaging",
             ("regression",),
-            lambda f, lr: averaging_rule,
+            lambda f: averaging_rule,
             "Garg et al.: w = mean of y_i x_i",
         ),
         Baseline(
             "knn",
             ("classification", "regression"),
-            lambda f, lr: knn_rule(1),
+            lambda f: knn_rule(1),
             "nearest seen neighbour's label or target",
         ),
         Baseline(
             "nearest_centroid",
             ("classification",),
-            lambda f, lr: nearest_centroid_rule,
+            lambda f: nearest_centroid_rule,
             "class with the nearest mean seen input",
         ),
         Baseline(
             "logistic_sgd",
             ("classification",),
-            logistic_rule(optax.sgd, steps=100),
+            lambda f: logistic_rule(optax.sgd, steps=100),
             "linear classifier, 100 steps of SGD, tuned lr",
             lr_grid=_HALF_DECADES,
         ),
         Baseline(
             "logistic_adam",
             ("classification",),
-            logistic_rule(optax.adam, steps=100),
+            lambda f: logistic_rule(optax.adam, steps=100),
             "linear classifier, 100 steps of Adam, tuned lr",
             lr_grid=_HALF_DECADES,
         ),
