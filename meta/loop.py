@@ -88,6 +88,9 @@ def meta_train(
     run directory is given. Raises NonFiniteError naming the step and quantity on NaN/inf.
     """
     state, k_data = initial_state(init, estimator, optim, loop)
+    # the step donates its input: give every leaf its own buffer (an estimator's initial state
+    # may hold one array twice, e.g. two particles that start equal)
+    state = jax.tree_util.tree_map(lambda x: x.copy() if hasattr(x, "copy") else x, state)
     optimizer = optim.make(loop.steps)
     schedule = optim.schedule(loop.steps)
 

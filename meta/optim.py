@@ -11,12 +11,13 @@ from meta.errors import UserError
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """Outer-loop optimizer settings.
+    """Outer-loop optimizer settings: Adam(W) by default, or plain SGD (`kind="sgd"`).
 
     A small `eps` matters for meta-training transformers: GPICL (sec. 4.4) finds Adam's default
     eps lets updates vanish on the loss plateau, where gradients are tiny.
     """
 
+    kind: str = "adam"
     lr: float = 1e-3
     warmup: int = 100
     end_lr_ratio: float = 0.1
@@ -27,6 +28,8 @@ class OptimConfig:
     weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.kind not in ("adam", "sgd"):
+            raise UserError(f"optim.kind must be adam or sgd, got {self.kind!r}")
         if not self.lr > 0 or not self.eps > 0:
             raise UserError(
                 f"optim.lr and optim.eps must be positive, got {self.lr} and {self.eps}"
@@ -38,12 +41,16 @@ class OptimConfig:
             )
 
     def make(self, steps: int) -> optax.GradientTransformation:
-        return optax.chain(
-            optax.clip_by_global_norm(self.clip) if self.clip > 0 else optax.identity(),
-            optax.adamw(
-                self.schedule(steps), self.b1, self.b2, self.eps, weight_decay=self.weight_decay
-            ),
-        )
+        schedule = self.schedule(steps)
+        if self.kind == "sgd":
+            inner = optax.chain(optax.add_decayed_weights(self.weight_decay), optax.sgd(schedule))
+        else:
+            inner = optax.adamw(
+                schedule, self.b1, self.b2, self.eps, weight_decay=self.weight_decay
+            )
+        if self.clip > 0:
+            return optax.chain(optax.clip_by_global_norm(self.clip), inner)
+        return inner
 
     def schedule(self, steps: int) -> optax.Schedule:
         warmup = min(self.warmup, max(steps - 1, 0))

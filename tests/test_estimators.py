@@ -1,0 +1,132 @@
+"""Estimators for truncated unrolls, checked against exact backprop on influence balancing
+(Tallec & Ollivier 2017; the PES paper, Vicol et al. 2021, sec. 5)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from meta.errors import UserError
+from meta.estimators import NRES, PES, FullES, TruncatedBackprop, TruncatedES
+from meta.loop import LoopConfig, meta_train
+from meta.optim import OptimConfig
+from meta.truncated import episode_loss, new_worker, unroll
+
+
+@dataclasses.dataclass(frozen=True)
+class InfluenceBalancing:
+    """s <- A s + theta * sign, A = 0.5 I + 0.5 superdiagonal; loss 0.5 (s[0] - 1)^2.
+    Short-term influence of theta on s[0] is +1, long-term -6: theta* = -1/6."""
+
+    horizon: int | None = None
+    n: int = 23
+
+    def init(self, key):
+        return jnp.ones(self.n)
+
+    def step(self, theta, s, key):
+        sign = jnp.concatenate([jnp.ones(10), -jnp.ones(self.n - 10)])
+        s = 0.5 * s + 0.5 * jnp.concatenate([s[1:], jnp.zeros(1)]) + theta * sign
+        return s, 0.5 * (s[0] - 1.0) ** 2
+
+
+SGD = OptimConfig(kind="sgd", lr=1e-4, warmup=0, end_lr_ratio=1.0, clip=0.0)
+LOOP = LoopConfig(steps=3000, log_every=0, checkpoint_every=0, progress=False)
+
+
+def _train(estimator) -> float:
+    return float(meta_train(lambda key: jnp.float32(0.5), estimator, SGD, LOOP).theta)
+
+
+def test_truncated_backprop_drifts_away_from_the_optimum():
+    theta = _train(TruncatedBackprop(InfluenceBalancing(), num_workers=1, truncation=1))
+    assert theta > 3.0  # it follows the short-term influence, away from -1/6
+
+
+def test_pes_with_truncation_one_finds_the_long_run_optimum():
+    theta = _train(PES(InfluenceBalancing(), num_workers=500, truncation=1, sigma=0.1))
+    assert abs(theta + 1 / 6) < 1e-3
+
+
+EPISODIC = InfluenceBalancing(horizon=100)
+THETA = jnp.float32(0.5)
+WORKERS = 20000
+
+
+@pytest.fixture(scope="module")
+def exact() -> float:
+    return float(jax.grad(lambda th: episode_loss(EPISODIC, th, jax.random.key(0)))(THETA))
+
+
+@pytest.fixture(scope="module")
+def samples():
+    """One window's estimate from each of many workers at uniformly random windows."""
+    out = {}
+    for cls in (PES, NRES, FullES, TruncatedES):
+        est = cls(EPISODIC, num_workers=WORKERS, truncation=10, sigma=0.1)
+        state = jax.jit(est.init)(jax.random.key(1), THETA)
+        grads, _, _ = jax.jit(est.per_worker)(THETA, state, jax.random.key(2))
+        out[cls.__name__] = np.asarray(grads, np.float64)
+    return out
+
+
+def test_exact_meta_gradient(exact):
+    assert abs(exact - 35.72) < 0.01
+
+
+@pytest.mark.parametrize("name", ["PES", "NRES", "FullES"])
+def test_unbiased_estimators_match_exact_backprop(samples, exact, name):
+    g = samples[name]
+    assert abs(g.mean() - exact) < 3 * g.std() / np.sqrt(len(g))
+
+
+def test_truncated_es_is_biased(samples, exact):
+    g = samples["TruncatedES"]
+    assert abs(g.mean() - exact) > 10 * g.std() / np.sqrt(len(g))
+
+
+def test_noise_reuse_has_lower_variance_than_pes(samples):
+    assert samples["NRES"].var() < 0.5 * samples["PES"].var()
+
+
+def test_unroll_restarts_episodes():
+    task = InfluenceBalancing(horizon=3)
+    w = new_worker(task, jax.random.key(0))
+    u = unroll(task, 0.0, w, jax.random.key(1), 7)
+    np.testing.assert_array_equal(u.dones, [False, False, True, False, False, True, False])
+    assert int(u.worker.t) == 1 and int(u.worker.episode) == 2
+    # with theta = 0 the state only decays; each restart returns it to ones
+    np.testing.assert_allclose(u.losses[:3], u.losses[3:6])
+
+
+def test_pes_forgets_the_noise_of_a_finished_episode():
+    task = InfluenceBalancing(horizon=3)
+    est = PES(task, num_workers=4000, truncation=3, sigma=0.1, stagger=False)
+    state = est.init(jax.random.key(0), THETA)
+    window = jax.jit(est.per_worker)
+    for i in range(5):  # every window ends an episode
+        _, _, state = window(THETA, state, jax.random.key(i))
+    assert np.all(np.asarray(state.pos.episode) == 5)
+    # the accumulated noise is one window's (variance sigma^2), not five windows' (5 sigma^2)
+    assert abs(float(jnp.var(state.accum)) / 0.1**2 - 1) < 0.1
+    # windows within an episode do accumulate
+    longer = PES(
+        InfluenceBalancing(horizon=9), num_workers=4000, truncation=3, sigma=0.1, stagger=False
+    )
+    state = longer.init(jax.random.key(0), THETA)
+    for i in range(2):
+        _, _, state = jax.jit(longer.per_worker)(THETA, state, jax.random.key(i))
+    assert abs(float(jnp.var(state.accum)) / 0.1**2 - 2) < 0.2
+
+
+def test_bad_estimator_settings():
+    with pytest.raises(UserError, match="multiple of the truncation"):
+        NRES(InfluenceBalancing(horizon=25), truncation=10)
+    with pytest.raises(UserError, match="horizon is None"):
+        FullES(InfluenceBalancing())
+    with pytest.raises(UserError, match="sigma"):
+        PES(EPISODIC, sigma=0.0)
