@@ -51,8 +51,10 @@ class Projected(TaskFamily):
         # projection with A_ij ~ N(0, 1/D_in) gives inputs of unit variance on average.
         x = x - x.mean(0, keepdims=True)
         x = x / max(float(np.sqrt((x**2).mean())), 1e-8)
-        object.__setattr__(self, "_x", jnp.asarray(x, jnp.float32))
-        object.__setattr__(self, "_y", jnp.asarray(y, jnp.int32))
+        # a family first built inside a jit trace must still hold concrete arrays
+        with jax.ensure_compile_time_eval():
+            object.__setattr__(self, "_x", jnp.asarray(x, jnp.float32))
+            object.__setattr__(self, "_y", jnp.asarray(y, jnp.int32))
 
     @property
     def input_dim(self) -> int:

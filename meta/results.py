@@ -36,8 +36,9 @@ def table(curves: Curves, budgets: Sequence[int] | None = None) -> str:
     for c in rows:
         groups.setdefault((c.family, c.subset, c.metric), []).append(c)
     for (family, subset, metric), group in groups.items():
+        over = "runs" if group[0].budget_unit == "steps" else "sequences"
         lines.append(
-            f"{family} [{subset}] {metric} (mean ± stderr over {group[0].num_sequences} sequences)"
+            f"{family} [{subset}] {metric} (mean ± stderr over {group[0].num_sequences} {over})"
         )
         width = max(len(c.learner) for c in group) + 2
         head = "budget".ljust(width) + "".join(f"{b:>16d}" for b in budgets)

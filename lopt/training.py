@@ -1,0 +1,53 @@
+"""Inner training as a truncated unroll: learned optimizers meet the backbone's estimators."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import optax
+
+from lopt.base import LearnedOptimizer, Theta
+from lopt.problems import MLPProblem
+from meta.truncated import new_worker, unroll
+
+FINAL_BATCH = 1024  # examples on which a run's final training loss is measured
+
+
+class InnerState(NamedTuple):
+    params: Any
+    opt_state: Any
+    task: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class InnerTraining:
+    """`meta.truncated.TruncatedTask`: each episode trains a fresh inner problem for
+    `horizon` steps with the learned optimizer; each step's loss is its minibatch loss."""
+
+    lopt: LearnedOptimizer
+    problem: MLPProblem
+    horizon: int
+
+    def init(self, key: jax.Array) -> InnerState:
+        params, task = self.problem.init(key)
+        return InnerState(params, self.lopt.optimizer(None).init(params), task)
+
+    def step(self, theta: Theta, state: InnerState, key: jax.Array) -> tuple[InnerState, jax.Array]:
+        loss, grads = jax.value_and_grad(self.problem.loss)(state.params, state.task, key)
+        opt = self.lopt.optimizer(theta)
+        updates, opt_state = opt.update(grads, state.opt_state, state.params, loss=loss)
+        return InnerState(optax.apply_updates(state.params, updates), opt_state, state.task), loss
+
+
+def train_run(
+    lopt: LearnedOptimizer, theta: Theta, problem: MLPProblem, steps: int, key: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """One inner training run from a fresh problem: its minibatch losses [steps] and its final
+    training loss (on FINAL_BATCH fresh examples of the task)."""
+    task = InnerTraining(lopt, problem, steps + 1)  # never restarts within the run
+    run = unroll(task, theta, new_worker(task, key), jax.random.fold_in(key, 1), steps)
+    inner = run.worker.inner
+    big = dataclasses.replace(problem, batch_size=FINAL_BATCH)
+    return run.losses, big.loss(inner.params, inner.task, jax.random.fold_in(key, 2))

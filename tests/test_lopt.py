@@ -1,0 +1,131 @@
+"""Learned optimizers: optax drop-in, hand-computed updates, inner training, the experiment."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from lopt import HandDesigned, InnerTraining, MLPLOpt, MLPProblem
+from lopt.mlp_lopt import DECAYS, TIMESCALES
+from meta.cli import main
+from meta.estimators import PES, TruncatedBackprop
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_optax_section_runs():
+    text = README.read_text()
+    section = text.split("## Use a learned optimizer in your optax loop", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert blocks
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), {})
+
+
+def test_hand_designed_is_exactly_optax():
+    params = {"w": jnp.arange(6.0).reshape(2, 3)}
+    grads = {"w": jnp.ones((2, 3)) * 0.3}
+    ours = HandDesigned("adam", optax.adam, lr=1e-2)
+    opt = ours.optimizer(ours.init(jax.random.key(0)))
+    ref = optax.adam(1e-2)
+    u1, _ = opt.update(grads, opt.init(params), params, loss=1.0)
+    u2, _ = ref.update(grads, ref.init(params), params)
+    np.testing.assert_array_equal(u1["w"], u2["w"])
+
+
+def test_mlp_lopt_update_by_hand():
+    """One linear layer that reads only the (RMS-normalized) gradient feature: the update is
+    -step_mult * g / rms(g)."""
+    lopt = MLPLOpt(layers=0)
+    theta = lopt.init(jax.random.key(0))
+    w = np.zeros((lopt.num_features, 2), np.float32)
+    w[0, 0] = 1.0  # direction <- gradient feature; log-magnitude 0
+    theta = {"layer0": {"w": jnp.asarray(w), "b": jnp.zeros(2)}}
+    opt = lopt.optimizer(theta)
+    params = {"p": jnp.zeros(2)}
+    g = jnp.array([1.0, 2.0])
+    updates, state = opt.update({"p": g}, opt.init(params), params)
+    expected = -lopt.step_mult * np.array([1.0, 2.0]) / np.sqrt(2.5)
+    np.testing.assert_allclose(updates["p"], expected, rtol=1e-5)
+    assert int(state.step) == 1
+    np.testing.assert_allclose(state.momenta["p"][:, 0], (1 - DECAYS[0]) * g, rtol=1e-6)
+    assert lopt.num_features == 2 + 2 * len(DECAYS) + 1 + len(TIMESCALES)
+
+
+PROBLEM = MLPProblem("projected:base=digits,dim=8", (8,), 16)
+
+
+def test_meta_gradients_through_inner_training_are_finite():
+    lopt = MLPLOpt(hidden=8)
+    task = InnerTraining(lopt, PROBLEM, horizon=6)
+    theta = lopt.init(jax.random.key(0))
+    for est in (
+        TruncatedBackprop(task, num_workers=2, truncation=3, stagger=False),
+        PES(task, num_workers=2, truncation=3, sigma=0.01, stagger=False),
+    ):
+        state = est.init(jax.random.key(1), theta)
+        out = jax.jit(est.estimate)(theta, state, jax.random.key(2), 0)
+        leaves = jax.tree_util.tree_leaves(out.grad)
+        assert np.isfinite(float(out.loss))
+        assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
+        assert sum(float(jnp.abs(g).sum()) for g in leaves) > 0
+
+
+def test_lopt_experiment_end_to_end(tmp_path, capsys):
+    out = tmp_path / "lopt"
+    argv = [
+        "train",
+        "lopt_mlp",
+        "--out",
+        str(out),
+        "--set",
+        "problem.family=projected:base=digits,dim=8",
+        "--set",
+        "problem.hidden=8",
+        "--set",
+        "problem.batch_size=16",
+        "--set",
+        "lopt_hidden=8",
+        "--set",
+        "horizon=6",
+        "--set",
+        "truncation=3",
+        "--set",
+        "num_workers=2",
+        "--set",
+        "loop.steps=3",
+        "--set",
+        "loop.progress=false",
+        "--set",
+        "eval.problems=train",
+        "--set",
+        "eval.seeds=2",
+        "--set",
+        "eval.every=2",
+    ]
+    assert main(argv) == 0
+    records = json.loads((out / "results.json").read_text())
+    assert {r["budget_unit"] for r in records} == {"steps"}
+    assert records[0]["learner"] == "lopt" and records[1]["learner"].startswith("adam(lr=")
+    assert "final training loss" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        (["--set", "estimator=magic"], ["estimator", "'magic'", "pes"]),
+        (["--set", "lopt=velo9"], ["lopt", "'velo9'"]),
+    ],
+)
+def test_lopt_experiment_bad_input(tmp_path, capsys, bad, words):
+    assert main(["train", "lopt_mlp", "--out", str(tmp_path / "x"), *bad]) == 2
+    err = capsys.readouterr().err
+    for w in words:
+        assert w in err
