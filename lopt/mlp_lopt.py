@@ -20,6 +20,7 @@ from lopt.base import Theta
 
 DECAYS = (0.5, 0.9, 0.99, 0.999)
 TIMESCALES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
+BLOCK_FLOATS = 2**18  # hidden activations per block of the per-parameter MLP (~1 MB)
 
 
 class MLPLOptState(NamedTuple):
@@ -28,10 +29,21 @@ class MLPLOptState(NamedTuple):
     step: jax.Array
 
 
-def _normalize(f: jax.Array) -> jax.Array:
-    """Each feature (last axis) divided by its root mean square over the tensor."""
-    axes = tuple(range(f.ndim - 1))
-    return f * jax.lax.rsqrt(jnp.mean(f * f, axis=axes, keepdims=True) + 1e-12)
+def _blocks(fn, arrays: tuple[jax.Array, ...], chunk: int) -> jax.Array:
+    """fn over rows of `arrays` (each [N, ...]), a cache-sized block at a time for big tensors:
+    materializing features and hidden activations for a whole 1M-parameter tensor would stream
+    them through memory at every layer."""
+    n = arrays[0].shape[0]
+    if n <= chunk:
+        return fn(*arrays)
+    blocks = -(-n // chunk)
+
+    def split(a):
+        a = jnp.pad(a, [(0, blocks * chunk - n)] + [(0, 0)] * (a.ndim - 1))
+        return a.reshape((blocks, chunk) + a.shape[1:])
+
+    out = jax.lax.map(lambda xs: fn(*xs), tuple(split(a) for a in arrays))
+    return out.reshape((blocks * chunk,) + out.shape[2:])[:n]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,13 +72,16 @@ class MLPLOpt:
             for i, (k, a, b) in enumerate(zip(keys, sizes[:-1], sizes[1:], strict=True))
         }
 
-    def _mlp(self, theta: Theta, f: jax.Array) -> jax.Array:
-        h = f
+    def _mlp(self, theta: Theta, f_NF: jax.Array, time_T: jax.Array) -> jax.Array:
+        """The MLP on per-parameter features [N, F] and the step features [T] shared by all
+        parameters: their share of the first layer is computed once, not per parameter."""
         n = len(theta)
-        for i in range(n):
+        w0, b0 = theta["layer0"]["w"], theta["layer0"]["b"]
+        f = f_NF.shape[-1]
+        h = f_NF @ w0[:f] + (time_T @ w0[f:] + b0)
+        for i in range(1, n):
+            h = jax.nn.relu(h)
             h = h @ theta[f"layer{i}"]["w"] + theta[f"layer{i}"]["b"]
-            if i < n - 1:
-                h = jax.nn.relu(h)
         return h
 
     def optimizer(self, theta: Theta) -> optax.GradientTransformationExtraArgs:
@@ -91,14 +106,31 @@ class MLPLOpt:
             def one(g, p, m, v):
                 m = decays * m + (1 - decays) * g[..., None]
                 v = 0.999 * v + 0.001 * g * g
-                inv = jax.lax.rsqrt(v + 1e-8)[..., None]
-                feats = jnp.concatenate(
-                    [g[..., None], p[..., None], m, inv * g[..., None], inv * m], axis=-1
+                inv = jax.lax.rsqrt(v + 1e-8)
+                # each feature is normalized by its root mean square over the tensor; the
+                # statistics come from fused reductions, the features are built per block
+                mean = lambda a, axes=None: jnp.mean(a, axis=axes)  # noqa: E731
+                lead = tuple(range(g.ndim))
+                sq = jnp.concatenate(
+                    [
+                        jnp.stack([mean(g * g), mean(p * p)]),
+                        mean(m * m, lead),
+                        mean(inv * inv * g * g)[None],
+                        mean((inv * inv)[..., None] * m * m, lead),
+                    ]
                 )
-                feats = _normalize(feats)
-                time = jnp.broadcast_to(step_feats, g.shape + step_feats.shape)
-                out = self._mlp(theta, jnp.concatenate([feats, time], axis=-1))
-                step = self.step_mult * out[..., 0] * jnp.exp(self.exp_mult * out[..., 1])
+                scale = jax.lax.rsqrt(sq + 1e-12)
+
+                def block(g, p, m, inv):
+                    feats = jnp.concatenate(
+                        [g[:, None], p[:, None], m, (inv * g)[:, None], inv[:, None] * m], axis=-1
+                    )
+                    out = self._mlp(theta, feats * scale, step_feats)
+                    return self.step_mult * out[:, 0] * jnp.exp(self.exp_mult * out[:, 1])
+
+                flat = (g.reshape(-1), p.reshape(-1), m.reshape(-1, len(DECAYS)), inv.reshape(-1))
+                chunk = max(BLOCK_FLOATS // self.hidden, 1024)
+                step = _blocks(block, flat, chunk).reshape(g.shape)
                 return -step.astype(p.dtype), m, v
 
             tree = jax.tree_util.tree_structure(params)

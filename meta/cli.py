@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("experiments", help="list experiments").set_defaults(func=_experiments)
 
     b = sub.add_parser("bench", help="benchmarks that print numbers")
-    b.add_argument("what", choices=["icl"])
+    b.add_argument("what", choices=["icl", "lopt"])
     b.add_argument("args", nargs=argparse.REMAINDER)
     b.set_defaults(func=_bench)
     return p
@@ -182,9 +182,9 @@ def _experiments(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from experiments import bench_icl
+    import importlib
 
-    return bench_icl.main(args.args)
+    return importlib.import_module(f"experiments.bench_{args.what}").main(args.args)
 
 
 if __name__ == "__main__":
