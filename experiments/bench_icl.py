@@ -29,7 +29,10 @@ import data
 from icl.learner import InContextLearner, ModelConfig
 
 
-def _median_time(fn: Callable[[], object], repeats: int) -> float:
+def median_time(fn: Callable[[], object], repeats: int, warmup: int = 0) -> float:
+    """Median wall seconds of `fn()` (its result awaited) over `repeats` calls after `warmup`."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn())
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -44,7 +47,7 @@ def matmul_rate(n: int = 1024, repeats: int = 20) -> float:
     b = jax.random.normal(jax.random.key(1), (n, n))
     f = jax.jit(jnp.matmul)
     jax.block_until_ready(f(a, b))
-    return 2 * n**3 / _median_time(lambda: f(a, b), repeats) / 1e9
+    return 2 * n**3 / median_time(lambda: f(a, b), repeats) / 1e9
 
 
 class GPT2Interleaved(nnx.Module):
@@ -103,7 +106,7 @@ def _time_step(loss_fn, theta, batch, repeats):
 
     for _ in range(3):
         jax.block_until_ready(run())
-    return compile_s, _median_time(run, repeats)
+    return compile_s, median_time(run, repeats)
 
 
 def _row(setting, model, spec, length, batch, tokens, depth, width, heads, theta, times, rate):

@@ -14,26 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from experiments.bench_icl import median_time
 from lopt import HandDesigned, InnerTraining, MLPLOpt, MLPProblem
 from meta.estimators import PES
-
-
-def _median(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def step_time(lopt, theta, repeats: int) -> float:
@@ -69,7 +57,7 @@ def step_time(lopt, theta, repeats: int) -> float:
         carry[0], carry[1] = train_step(carry[0], carry[1])
         return carry[0]
 
-    return _median(run, repeats)
+    return median_time(run, repeats, warmup=2)
 
 
 def pes_throughput(lopt, repeats: int) -> tuple[float, int]:
@@ -88,7 +76,7 @@ def pes_throughput(lopt, repeats: int) -> tuple[float, int]:
         carry[0], carry[1] = out.state, carry[1] + 1
         return out.grad
 
-    seconds = _median(run, repeats)
+    seconds = median_time(run, repeats, warmup=2)
     return 8 * 10 / seconds, n_params
 
 
