@@ -109,14 +109,13 @@ class MLPLOpt:
                 inv = jax.lax.rsqrt(v + 1e-8)
                 # each feature is normalized by its root mean square over the tensor; the
                 # statistics come from fused reductions, the features are built per block
-                mean = lambda a, axes=None: jnp.mean(a, axis=axes)  # noqa: E731
                 lead = tuple(range(g.ndim))
                 sq = jnp.concatenate(
                     [
-                        jnp.stack([mean(g * g), mean(p * p)]),
-                        mean(m * m, lead),
-                        mean(inv * inv * g * g)[None],
-                        mean((inv * inv)[..., None] * m * m, lead),
+                        jnp.stack([jnp.mean(g * g), jnp.mean(p * p)]),
+                        jnp.mean(m * m, lead),
+                        jnp.mean(inv * inv * g * g)[None],
+                        jnp.mean((inv * inv)[..., None] * m * m, lead),
                     ]
                 )
                 scale = jax.lax.rsqrt(sq + 1e-12)

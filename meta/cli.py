@@ -87,7 +87,7 @@ def _train(args: argparse.Namespace) -> int:
 
     maybe_initialize_distributed()
     config = runs.make_config(args.config, args.overrides)
-    out = args.out or str(Path("runs") / args.config.rpartition(".")[2])
+    out = args.out or runs.default_run_dir(args.config)
     if args.resume and not args.overrides:
         config = None  # the run's saved config
     run = runs.train(config, out, resume=args.resume, force=args.force)

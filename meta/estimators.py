@@ -133,14 +133,12 @@ class _Antithetic(TruncatedEstimator):
         if not self.sigma > 0:
             raise UserError(f"sigma must be positive, got {self.sigma}")
 
-    def _pair(self, theta, eps, pos: Worker, neg: Worker, key):
-        """Unroll the +eps and -eps particles over one window on the same data."""
-        up = unroll(
-            self.task, jax.tree_util.tree_map(jnp.add, theta, eps), pos, key, self.truncation
-        )
-        un = unroll(
-            self.task, jax.tree_util.tree_map(jnp.subtract, theta, eps), neg, key, self.truncation
-        )
+    def _pair(self, theta, eps, pos: Worker, neg: Worker, key, length: int | None = None):
+        """Unroll the +eps and -eps particles over one window (or `length` steps) on the same
+        data."""
+        length = length or self.truncation
+        up = unroll(self.task, jax.tree_util.tree_map(jnp.add, theta, eps), pos, key, length)
+        un = unroll(self.task, jax.tree_util.tree_map(jnp.subtract, theta, eps), neg, key, length)
         return up, un
 
 
@@ -222,7 +220,10 @@ class TruncatedES(_Antithetic):
 
 @dataclasses.dataclass(frozen=True)
 class FullES(_Antithetic):
-    """Antithetic ES over whole episodes from fresh states (`truncation` is unused)."""
+    """Antithetic ES over whole episodes from fresh states (`truncation` is unused; workers
+    keep no state, so there is nothing to stagger)."""
+
+    stagger: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -232,16 +233,11 @@ class FullES(_Antithetic):
     def fresh(self, key, theta):
         return jnp.zeros(())  # stateless
 
-    def init(self, key, theta):
-        return jnp.zeros((self.num_workers,))
-
     def window(self, theta, state, key):
         k_eps, k_worker, k_data = jax.random.split(key, 3)
         eps = _tree_normal(k_eps, theta, self.sigma)
         w = new_worker(self.task, k_worker)
-        h = self.task.horizon
-        up = unroll(self.task, jax.tree_util.tree_map(jnp.add, theta, eps), w, k_data, h)
-        un = unroll(self.task, jax.tree_util.tree_map(jnp.subtract, theta, eps), w, k_data, h)
+        up, un = self._pair(theta, eps, w, w, k_data, self.task.horizon)
         diff = (up.losses.mean() - un.losses.mean()) / (2 * self.sigma**2)
         return _scale(diff, eps), 0.5 * (up.losses.mean() + un.losses.mean()), state
 

@@ -56,6 +56,11 @@ def list_experiments() -> list[str]:
     )
 
 
+def default_run_dir(experiment: str) -> Path:
+    """runs/<experiment> (the last part of a dotted module path)."""
+    return Path("runs") / experiment.rpartition(".")[2]
+
+
 def make_config(name: str = DEFAULT_EXPERIMENT, overrides: list[str] | None = None) -> Any:
     """The experiment's default config with `key=value` overrides applied."""
     return cfglib.override(experiment_module(name).Config(), overrides or [])
@@ -98,9 +103,7 @@ def train(
         raise UserError("choose one of --resume (continue the run) or --force (start over)")
     if config is None and not (resume and out is not None):
         raise UserError("a config is needed unless resuming a given run directory")
-    run_dir = (
-        Path(out) if out is not None else Path("runs") / type(config).__module__.rpartition(".")[2]
-    )
+    run_dir = Path(out) if out is not None else default_run_dir(type(config).__module__)
     if resume:
         record = _read_record(run_dir)
         saved = cfglib.from_dict(experiment_module(record["experiment"]).Config, record["config"])
