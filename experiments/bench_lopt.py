@@ -20,7 +20,15 @@ import jax.numpy as jnp
 import optax
 
 from experiments.bench_icl import median_time
-from lopt import HandDesigned, InnerTraining, MLPLOpt, MLPProblem
+from lopt import (
+    AdafacMLPLOpt,
+    HandDesigned,
+    InnerTraining,
+    MLPLOpt,
+    MLPProblem,
+    RNNMLPLOpt,
+    VeLO,
+)
 from meta.estimators import PES
 
 
@@ -88,24 +96,26 @@ def main(argv: list[str] | None = None) -> int:
     adam = HandDesigned("adam", optax.adam, 1e-3)
     base = step_time(adam, adam.init(jax.random.key(0)), args.repeats)
     rows = [("adam", base)]
-    for lopt in (MLPLOpt(hidden=32), MLPLOpt(hidden=4)):
-        rows.append(
-            (
-                f"{lopt.name}(hidden={lopt.hidden})",
-                step_time(lopt, lopt.init(jax.random.key(0)), args.repeats),
-            )
-        )
+    lopts = {
+        "mlp_lopt(hidden=32)": MLPLOpt(hidden=32),
+        "mlp_lopt(hidden=4)": MLPLOpt(hidden=4),
+        "adafac_mlp_lopt(hidden=4)": AdafacMLPLOpt(hidden=4),
+        "rnn_mlp_lopt(hidden=32)": RNNMLPLOpt(),
+        "velo(lstm 512, 256 MLPs)": VeLO(num_steps=1000),
+    }
+    for name, lopt in lopts.items():
+        rows.append((name, step_time(lopt, lopt.init(jax.random.key(0)), args.repeats)))
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cpus, jax {jax.__version__} on "
         f"{jax.devices()[0].platform}; load average before {load:.2f}"
     )
     print(f"training step of an MLP 784-1024-1024-10 at batch 128 (median of {args.repeats}):")
     for name, t in rows:
-        print(f"  {name:24s} {t * 1e3:8.1f} ms   {t / base:6.2f}x Adam")
-    for lopt in (MLPLOpt(hidden=32),):
-        rate, n = pes_throughput(lopt, max(5, args.repeats // 4))
+        print(f"  {name:26s} {t * 1e3:8.1f} ms   {t / base:6.2f}x Adam")
+    for name in ("mlp_lopt(hidden=32)", "adafac_mlp_lopt(hidden=4)"):
+        rate, n = pes_throughput(lopts[name], max(5, args.repeats // 4))
         print(
-            f"PES meta-training, {lopt.name}(hidden={lopt.hidden}), 8 tasks, truncation 10, "
+            f"PES meta-training, {name}, 8 tasks, truncation 10, "
             f"MLP of {n} parameters at batch 128: {rate:.0f} inner steps/s"
         )
     return 0

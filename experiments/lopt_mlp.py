@@ -21,10 +21,10 @@ import jax
 import numpy as np
 import optax
 
-from lopt import LOPTS, InnerTraining, MLPProblem
-from lopt.evaluate import curve, runs, tuned
+from lopt import LOPTS, InnerTraining, MLPProblem, VeLO
+from lopt.evaluate import curve, describe, runs, tuned
 from meta.errors import UserError
-from meta.estimators import ESTIMATORS, TruncatedBackprop
+from meta.estimators import ESTIMATORS, Mixture, TruncatedBackprop
 from meta.evaluate import Curves
 from meta.experiment import Setup
 from meta.files import atomic_write_text
@@ -33,25 +33,20 @@ from meta.optim import OptimConfig
 from meta.results import plot, table, write_json
 
 TRAIN = "train"
-
-
-@dataclasses.dataclass(frozen=True)
-class ProblemConfig:
-    family: str = "projected:base=digits,dim=16"
-    hidden: tuple[int, ...] = (32,)
-    batch_size: int = 128
-
-    def build(self) -> MLPProblem:
-        return MLPProblem(self.family, tuple(self.hidden), self.batch_size)
+LOPT_OPTIONS = {"hidden"}  # architecture options the config sets when given
 
 
 @dataclasses.dataclass(frozen=True)
 class LOptEvalConfig:
-    """Held-out problems: SPECs `family|hidden|batch` (hidden as 32x32), or 'train'."""
+    """Held-out problems: SPECs `family|hidden|batch` (hidden as 32x32), or 'train' (the
+    training problems, on unseen tasks). Adam's learning rate is tuned per problem on the first
+    `tune_seeds` runs; both are reported over `seeds` runs."""
 
     problems: tuple[str, ...] = (TRAIN, "projected:base=digits,dim=16|64|128")
+    optional: tuple[str, ...] = ()  # skipped with a line when their data is missing
     steps: int = 0  # 0: the meta-training horizon
     seeds: int = 3
+    tune_seeds: int = 3
     every: int = 10
     seed: int = 0
 
@@ -59,12 +54,14 @@ class LOptEvalConfig:
 @dataclasses.dataclass(frozen=True)
 class Config:
     lopt: str = "mlp"
-    lopt_hidden: int = 32
-    problem: ProblemConfig = ProblemConfig()
+    lopt_hidden: int = 32  # 0: the architecture's default
+    problems: tuple[str, ...] = ("projected:base=digits,dim=16|32|128",)
+    rescale: float = 0.0  # augmentations of the training problems (see MLPProblem)
+    min_batch: int = 0
     horizon: int = 100
     truncation: int = 10
     estimator: str = "pes"
-    num_workers: int = 8
+    num_workers: int = 8  # per training problem
     sigma: float = 0.01
     optim: OptimConfig = OptimConfig(lr=3e-3, warmup=20, clip=1.0)
     loop: LoopConfig = LoopConfig(steps=300, log_every=10, checkpoint_every=100)
@@ -73,7 +70,17 @@ class Config:
     def make_lopt(self):
         if self.lopt not in LOPTS:
             raise UserError(f"lopt must be one of {', '.join(LOPTS)}, got {self.lopt!r}")
-        return LOPTS[self.lopt](hidden=self.lopt_hidden)
+        cls = LOPTS[self.lopt]
+        kwargs = {"num_steps": self.horizon} if cls is VeLO else {}
+        if self.lopt_hidden:
+            kwargs["ff_hidden" if cls is VeLO else "hidden"] = self.lopt_hidden
+        return cls(**kwargs)
+
+    def training_problems(self) -> list[MLPProblem]:
+        if not self.problems:
+            raise UserError("problems must name at least one training problem")
+        aug = {"rescale": self.rescale, "min_batch": self.min_batch}
+        return [MLPProblem.from_spec(spec, **aug) for spec in self.problems]
 
     def setup(self) -> Setup:
         if self.estimator not in ESTIMATORS or self.estimator == "full_es":
@@ -81,11 +88,24 @@ class Config:
             raise UserError(f"estimator must be one of {allowed}, got {self.estimator!r}")
         if self.horizon < 1:
             raise UserError(f"horizon must be a positive int, got {self.horizon}")
+        if min(self.eval.seeds, self.eval.tune_seeds) < 1:
+            raise UserError(
+                f"eval.seeds and eval.tune_seeds must be positive, got {self.eval.seeds}, "
+                f"{self.eval.tune_seeds}"
+            )
         lopt = self.make_lopt()
-        task = InnerTraining(lopt, self.problem.build(), self.horizon)
         cls = ESTIMATORS[self.estimator]
         kw = {} if cls is TruncatedBackprop else {"sigma": self.sigma}
-        estimator = cls(task, num_workers=self.num_workers, truncation=self.truncation, **kw)
+        parts = tuple(
+            cls(
+                InnerTraining(lopt, problem, self.horizon),
+                num_workers=self.num_workers,
+                truncation=self.truncation,
+                **kw,
+            )
+            for problem in self.training_problems()
+        )
+        self.held_out()  # bad eval specs fail before training
 
         def learner(theta, name):
             raise UserError(
@@ -95,53 +115,72 @@ class Config:
 
         return Setup(
             init=lopt.init,
-            estimator=estimator,
+            estimator=parts[0] if len(parts) == 1 else Mixture(parts),
             optim=self.optim,
             loop=self.loop,
             learner=learner,
             report=lambda theta, run_dir, name: self.report(lopt, theta, run_dir, name),
         )
 
-    def held_out(self) -> list[MLPProblem]:
+    def held_out(self) -> list[tuple[MLPProblem, bool]]:
+        """(problem, optional) pairs."""
         out = []
-        for spec in self.eval.problems:
+        for spec, optional in [(s, False) for s in self.eval.problems] + [
+            (s, True) for s in self.eval.optional
+        ]:
             if spec == TRAIN:
-                out.append(self.problem.build())
-                continue
-            parts = spec.split("|")
-            if len(parts) != 3:
-                raise UserError(
-                    f"eval problem must be 'family|hidden|batch' or 'train', got {spec!r}"
-                )
-            hidden = tuple(int(h) for h in parts[1].split("x") if h)
-            out.append(MLPProblem(parts[0], hidden, int(parts[2])))
+                out += [(MLPProblem.from_spec(p), optional) for p in self.problems]
+            else:
+                out.append((MLPProblem.from_spec(spec), optional))
         return out
 
     def report(self, lopt, theta, run_dir: Path, name: str) -> Curves:
         steps = self.eval.steps or self.horizon
-        key = jax.random.key(self.eval.seed + 1)  # problems unseen in meta-training
-        curves, lines = Curves(()), []
-        for problem in self.held_out():
-            losses, final = runs(lopt, theta, problem, steps, self.eval.seeds, key)
-            adam = tuned("adam", optax.adam, problem, steps, self.eval.seeds, key)
-            a_losses, a_final, finals = adam.losses, adam.final, adam.grid
+        ev = self.eval
+        key = jax.random.key(ev.seed + 1)  # problems unseen in meta-training
+        curves, rows, skipped = Curves(()), [], []
+        for problem, optional in self.held_out():
+            try:
+                problem.fam  # noqa: B018 - loads the base data
+            except UserError as e:
+                if not optional:
+                    raise
+                skipped.append(f"skipped {problem.spec}: {e}")
+                continue
+            losses, final = runs(lopt, theta, problem, steps, ev.seeds, key)
+            adam = tuned("adam", optax.adam, problem, steps, ev.seeds, key, ev.tune_seeds)
             curves += Curves(
                 (
-                    curve(name, losses, problem, self.eval.every, self.eval.seed),
-                    curve(adam.name, a_losses, problem, self.eval.every, self.eval.seed),
+                    curve(name, losses, problem, ev.every, ev.seed),
+                    curve(adam.name, adam.losses, problem, ev.every, ev.seed),
                 )
             )
-            se = lambda v: v.std(ddof=1) / np.sqrt(len(v))  # noqa: E731
-            lines.append(
-                f"{curves.curves[-1].family}: final training loss after {steps} steps: "
-                f"{name} {final.mean():.4f}±{se(final):.4f}, {adam.name} "
-                f"{a_final.mean():.4f}±{se(a_final):.4f} (grid: "
-                + ", ".join(f"{lr:.0e}: {v:.3f}" for lr, v in finals.items())
-                + ")"
-            )
+            rows.append((describe(problem), final, adam))
+        if not rows:
+            raise UserError("no evaluation problem could be run: " + "; ".join(skipped))
         write_json(curves, run_dir / "results.json")
         plot(curves, run_dir / "curves.png", title=name)
-        text = table(curves) + "\n" + "\n".join(lines)
+        text = "\n".join([table(curves), final_table(name, rows, steps, ev), *skipped])
         atomic_write_text(run_dir / "table.txt", text + "\n")
         print(text)
         return curves
+
+
+def final_table(name: str, rows, steps: int, ev: LOptEvalConfig) -> str:
+    """Final training loss of the learned optimizer and of tuned Adam per problem."""
+    se = lambda v: v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")  # noqa: E731
+    width = max(len(r[0]) for r in rows)
+    lines = [
+        f"final training loss after {steps} steps (mean ± stderr over {ev.seeds} runs; Adam's "
+        f"learning rate tuned per problem on the grid 1e-4..1e-1 by the mean of the first "
+        f"{ev.tune_seeds} runs)",
+        f"{'problem':<{width}}  {name:>17}  {'adam (tuned)':>17}  {'lr':>5}  {'difference':>17}",
+    ]
+    for problem, final, adam in rows:
+        diff = final - adam.final  # the runs are paired: same tasks, inits and batches
+        lines.append(
+            f"{problem:<{width}}  {final.mean():>8.4f} ± {se(final):<6.4f}  "
+            f"{adam.final.mean():>8.4f} ± {se(adam.final):<6.4f}  {adam.lr:>5.0e}  "
+            f"{diff.mean():>+8.4f} ± {se(diff):<6.4f}"
+        )
+    return "\n".join(lines)

@@ -49,18 +49,21 @@ def tuned(
     steps: int,
     seeds: int,
     key,
+    tune_seeds: int | None = None,
     grid: Sequence[float] = HALF_DECADES,
 ) -> Tuned:
-    """The hand-designed optimizer at the grid learning rate of best mean final loss (a
-    diverged run counts as infinitely bad); one compiled program serves the whole grid."""
+    """The hand-designed optimizer at the grid learning rate of best mean final loss over the
+    first `tune_seeds` runs (default: all; a diverged run counts as infinitely bad), then run
+    `seeds` times. One compiled program serves the whole grid."""
     opt = HandDesigned(name, make)
-    results, finals = {}, {}
+    tune_seeds = tune_seeds or seeds
+    finals = {}
     for lr in grid:
-        results[lr] = runs(opt, {"lr": jnp.float32(lr)}, problem, steps, seeds, key)
-        final = results[lr][1]
+        final = runs(opt, {"lr": jnp.float32(lr)}, problem, steps, tune_seeds, key)[1]
         finals[lr] = float(np.mean(final)) if np.all(np.isfinite(final)) else float("inf")
     best = min(finals, key=finals.get)
-    return Tuned(f"{name}(lr={best:.0e})", best, *results[best], finals)
+    losses, final = runs(opt, {"lr": jnp.float32(best)}, problem, steps, seeds, key)
+    return Tuned(f"{name}(lr={best:.0e})", best, losses, final, finals)
 
 
 def curve(name: str, losses: np.ndarray, problem: MLPProblem, every: int, seed: int) -> Curve:

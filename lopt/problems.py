@@ -15,21 +15,35 @@ from meta.errors import UserError
 
 
 class Problem(NamedTuple):
-    """One inner problem: the model's parameters at initialization and the task it learns."""
+    """One inner problem: the model's parameters at initialization and what it learns."""
 
     params: Any
-    task: Any
+    task: ProblemTask
+
+
+class ProblemTask(NamedTuple):
+    data: Any  # the task of the data family
+    scales: Any  # per tensor: the forward pass uses params * scale (1 without rescaling)
+    batch: jax.Array  # examples per minibatch this episode (<= batch_size)
 
 
 @dataclasses.dataclass(frozen=True)
 class MLPProblem:
     """An MLP (ReLU, `hidden` widths) fit to one task of `family`, minibatches of
     `batch_size` examples drawn from the task. E.g. an MLP classifying one random projection of
-    the digits with permuted labels."""
+    the digits with permuted labels.
+
+    Augmentations drawn per episode, so one learned optimizer meets many problems:
+    `rescale` r > 0 reparameterizes each tensor as params * s with log10 s uniform in [-r, r]
+    (the function at init is unchanged; the optimizer sees parameters / s and gradients * s);
+    `min_batch` > 0 averages the loss over a random b in [min_batch, batch_size] examples.
+    """
 
     family: str = "projected:base=digits,dim=16"
     hidden: tuple[int, ...] = (32,)
     batch_size: int = 128
+    rescale: float = 0.0
+    min_batch: int = 0
 
     def __post_init__(self) -> None:
         if any(h < 1 for h in self.hidden) or self.batch_size < 1:
@@ -37,6 +51,33 @@ class MLPProblem:
                 f"hidden widths and batch_size must be positive, got {self.hidden} and "
                 f"{self.batch_size}"
             )
+        if self.rescale < 0:
+            raise UserError(f"rescale must be >= 0 (log10 range), got {self.rescale}")
+        if not 0 <= self.min_batch <= self.batch_size:
+            raise UserError(
+                f"min_batch must be in [0, batch_size={self.batch_size}], got {self.min_batch}"
+            )
+
+    @classmethod
+    def from_spec(cls, spec: str, **kwargs: Any) -> MLPProblem:
+        """`family|hidden|batch`, hidden widths joined by x: e.g.
+        `projected:base=digits,dim=16|32x32|128`."""
+        parts = spec.split("|")
+        try:
+            if len(parts) != 3:
+                raise ValueError
+            hidden = tuple(int(h) for h in parts[1].split("x") if h)
+            batch = int(parts[2])
+        except ValueError:
+            raise UserError(
+                f"an inner problem is 'family|hidden|batch' (e.g. "
+                f"'projected:base=digits,dim=16|32x32|128'), got {spec!r}"
+            ) from None
+        return cls(parts[0], hidden, batch, **kwargs)
+
+    @property
+    def spec(self) -> str:
+        return f"{self.family}|{'x'.join(map(str, self.hidden))}|{self.batch_size}"
 
     @functools.cached_property
     def fam(self) -> data.TaskFamily:
@@ -47,7 +88,7 @@ class MLPProblem:
         return self.fam.num_classes or 1
 
     def init(self, key: jax.Array) -> Problem:
-        k_task, k_params = jax.random.split(key)
+        k_task, k_params, k_scale, k_batch = jax.random.split(key, 4)
         sizes = [self.fam.input_dim, *self.hidden, self.out_size]
         keys = jax.random.split(k_params, len(sizes) - 1)
         params = {
@@ -57,7 +98,13 @@ class MLPProblem:
             }
             for i, (k, a, b) in enumerate(zip(keys, sizes[:-1], sizes[1:], strict=True))
         }
-        return Problem(params, self.fam.sample_task(k_task))
+        leaves, tree = jax.tree_util.tree_flatten(params)
+        logs = jax.random.uniform(k_scale, (len(leaves),), minval=-1, maxval=1) * self.rescale
+        scales = tree.unflatten(list(10.0**logs))
+        params = jax.tree_util.tree_map(jnp.divide, params, scales)
+        lo = self.min_batch or self.batch_size
+        batch = jax.random.randint(k_batch, (), lo, self.batch_size + 1)
+        return Problem(params, ProblemTask(self.fam.sample_task(k_task), scales, batch))
 
     def apply(self, params: Any, x: jax.Array) -> jax.Array:
         n = len(params)
@@ -67,10 +114,15 @@ class MLPProblem:
                 x = jax.nn.relu(x)
         return x
 
-    def loss(self, params: Any, task: Any, key: jax.Array) -> jax.Array:
+    def loss(self, params: Any, task: ProblemTask, key: jax.Array) -> jax.Array:
         """Loss on a fresh minibatch of the task."""
-        x, y = self.fam.sample_sequence(task, key, self.batch_size)
-        out = self.apply(params, x)
+        x, y = self.fam.sample_sequence(task.data, key, self.batch_size)
+        out = self.apply(jax.tree_util.tree_map(jnp.multiply, params, task.scales), x)
         if self.fam.num_classes is None:
-            return jnp.mean((out[..., 0] - y) ** 2)
-        return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
+            per_example = (out[..., 0] - y) ** 2
+        else:
+            per_example = optax.softmax_cross_entropy_with_integer_labels(out, y)
+        if not self.min_batch:
+            return per_example.mean()
+        keep = jnp.arange(self.batch_size) < task.batch
+        return jnp.sum(jnp.where(keep, per_example, 0.0)) / task.batch

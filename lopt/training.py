@@ -49,5 +49,5 @@ def train_run(
     task = InnerTraining(lopt, problem, steps + 1)  # never restarts within the run
     run = unroll(task, theta, new_worker(task, key), jax.random.fold_in(key, 1), steps)
     inner = run.worker.inner
-    big = dataclasses.replace(problem, batch_size=FINAL_BATCH)
+    big = dataclasses.replace(problem, batch_size=FINAL_BATCH, min_batch=0)
     return run.losses, big.loss(inner.params, inner.task, jax.random.fold_in(key, 2))

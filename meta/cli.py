@@ -74,6 +74,23 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("learners", help="list baseline learners").set_defaults(func=_learners)
     sub.add_parser("experiments", help="list experiments").set_defaults(func=_experiments)
 
+    c = sub.add_parser(
+        "chaos", help="variance of exact and estimated meta-gradients versus unroll length"
+    )
+    c.add_argument("config", help="experiment with a truncated unroll (e.g. lopt_mlp)")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    c.add_argument("--run", help="run directory whose meta-parameters to use (default: init)")
+    c.add_argument("--lengths", default="10,20,50,100", help="episode lengths, comma-separated")
+    c.add_argument("--samples", type=int, default=256, help="episodes / workers per length")
+    c.add_argument("--truncation", type=int, default=10)
+    c.add_argument("--sigma", type=float, default=0.01)
+    c.add_argument(
+        "--estimators", default=",".join(["tbptt", "truncated_es", "pes", "nres", "full_es"])
+    )
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", required=True, help="folder for chaos.json, chaos.png, chaos.txt")
+    c.set_defaults(func=_chaos)
+
     b = sub.add_parser("bench", help="benchmarks that print numbers")
     b.add_argument("what", choices=["icl", "lopt"])
     b.add_argument("args", nargs=argparse.REMAINDER)
@@ -178,6 +195,44 @@ def _experiments(args: argparse.Namespace) -> int:
     for name in runs.list_experiments():
         doc = (runs.experiment_module(name).__doc__ or "").strip().splitlines()[0]
         print(f"{name:16s} {doc}")
+    return 0
+
+
+def _chaos(args: argparse.Namespace) -> int:
+    import jax
+
+    from meta import chaos, runs
+
+    try:
+        lengths = [int(t) for t in args.lengths.split(",") if t.strip()]
+    except ValueError:
+        raise UserError(
+            f"--lengths must be comma-separated integers, got {args.lengths!r}"
+        ) from None
+    if args.run:
+        run = runs.load(args.run)
+        setup, theta = run.setup, run.theta
+    else:
+        setup = runs.make_config(args.config, args.overrides).setup()
+        theta = setup.init(jax.random.key(args.seed))
+    est = setup.estimator
+    parts = getattr(est, "parts", (est,))  # a Mixture: its first system
+    task = getattr(parts[0], "task", None)
+    if task is None:
+        raise UserError(f"experiment {args.config!r} has no truncated unroll to diagnose")
+    names = [n for n in args.estimators.split(",") if n.strip()]
+    points = chaos.diagnose(
+        task,
+        theta,
+        lengths,
+        args.samples,
+        jax.random.key(args.seed),
+        args.truncation,
+        args.sigma,
+        names,
+    )
+    print(chaos.write(points, Path(args.out), title=f"{args.config}"))
+    print(f"written to {args.out}/chaos.json, chaos.png, chaos.txt")
     return 0
 
 

@@ -242,6 +242,37 @@ class FullES(_Antithetic):
         return _scale(diff, eps), 0.5 * (up.losses.mean() + un.losses.mean()), state
 
 
+@dataclasses.dataclass(frozen=True)
+class Mixture:
+    """Several estimators sharing theta on different systems (inner problems of different
+    shapes, which cannot share one vmap): their estimates averaged with weights proportional
+    to their workers. Metrics: the mixed loss and each part's as `loss/<i>`."""
+
+    parts: tuple[TruncatedEstimator, ...]
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            raise UserError("a Mixture needs at least one estimator")
+
+    def init(self, key: jax.Array, theta: Theta) -> tuple:
+        return tuple(p.init(jax.random.fold_in(key, i), theta) for i, p in enumerate(self.parts))
+
+    def estimate(self, theta: Theta, state: tuple, key: jax.Array, step: jax.Array) -> Estimate:
+        total = sum(p.num_workers for p in self.parts)
+        ests = [
+            p.estimate(theta, s, jax.random.fold_in(key, i), step)
+            for i, (p, s) in enumerate(zip(self.parts, state, strict=True))
+        ]
+        weights = [p.num_workers / total for p in self.parts]
+        loss = sum(w * e.loss for w, e in zip(weights, ests, strict=True))
+        grad = jax.tree_util.tree_map(
+            lambda *gs: sum(w * g for w, g in zip(weights, gs, strict=True)),
+            *(e.grad for e in ests),
+        )
+        metrics = {"loss": loss} | {f"loss/{i}": e.loss for i, e in enumerate(ests)}
+        return Estimate(loss, grad, tuple(e.state for e in ests), metrics)
+
+
 ESTIMATORS = {
     "tbptt": TruncatedBackprop,
     "truncated_es": TruncatedES,

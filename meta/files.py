@@ -27,3 +27,7 @@ def atomic_write(path: Path, write: Callable[[IO], None], mode: str = "w") -> No
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data), mode="wb")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from meta.errors import UserError
-from meta.estimators import NRES, PES, FullES, TruncatedBackprop, TruncatedES
+from meta.estimators import NRES, PES, FullES, Mixture, TruncatedBackprop, TruncatedES
 from meta.loop import LoopConfig, meta_train
 from meta.optim import OptimConfig
 from meta.truncated import episode_loss, new_worker, unroll
@@ -121,6 +121,25 @@ def test_pes_forgets_the_noise_of_a_finished_episode():
     for i in range(2):
         _, _, state = jax.jit(longer.per_worker)(THETA, state, jax.random.key(i))
     assert abs(float(jnp.var(state.accum)) / 0.1**2 - 2) < 0.2
+
+
+def test_mixture_weights_parts_by_workers():
+    """Systems of different shapes (n = 23 and n = 12) share theta; each part sees its own key."""
+    a = TruncatedBackprop(InfluenceBalancing(horizon=20), num_workers=3, truncation=4)
+    b = PES(InfluenceBalancing(horizon=20, n=12), num_workers=1, truncation=4, sigma=0.1)
+    mix = Mixture((a, b))
+    key, k_step = jax.random.key(0), jax.random.key(1)
+    state = mix.init(key, THETA)
+    est = mix.estimate(THETA, state, k_step, 0)
+    parts = [
+        p.estimate(THETA, s, jax.random.fold_in(k_step, i), 0)
+        for i, (p, s) in enumerate(zip(mix.parts, state, strict=True))
+    ]
+    np.testing.assert_allclose(est.grad, 0.75 * parts[0].grad + 0.25 * parts[1].grad, rtol=1e-6)
+    np.testing.assert_allclose(est.metrics["loss/1"], parts[1].loss)
+    assert est.state[1].pos.inner.shape == (1, 12)
+    with pytest.raises(UserError, match="at least one"):
+        Mixture(())
 
 
 def test_bad_estimator_settings():

@@ -84,11 +84,11 @@ def test_lopt_experiment_end_to_end(tmp_path, capsys):
         "--out",
         str(out),
         "--set",
-        "problem.family=projected:base=digits,dim=8",
+        "problems=projected:base=digits,dim=8|8|16",
         "--set",
-        "problem.hidden=8",
+        "rescale=1",
         "--set",
-        "problem.batch_size=16",
+        "min_batch=8",
         "--set",
         "lopt_hidden=8",
         "--set",
@@ -104,7 +104,9 @@ def test_lopt_experiment_end_to_end(tmp_path, capsys):
         "--set",
         "eval.problems=train",
         "--set",
-        "eval.seeds=2",
+        "eval.seeds=3",
+        "--set",
+        "eval.tune_seeds=2",
         "--set",
         "eval.every=2",
     ]
@@ -112,7 +114,9 @@ def test_lopt_experiment_end_to_end(tmp_path, capsys):
     records = json.loads((out / "results.json").read_text())
     assert {r["budget_unit"] for r in records} == {"steps"}
     assert records[0]["learner"] == "lopt" and records[1]["learner"].startswith("adam(lr=")
-    assert "final training loss" in capsys.readouterr().out
+    assert all(r["num_sequences"] == 3 for r in records)
+    text = capsys.readouterr().out
+    assert "final training loss after 6 steps" in text and "mlp[8] batch 16" in text
 
 
 @pytest.mark.parametrize(

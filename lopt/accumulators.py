@@ -1,0 +1,89 @@
+"""Running statistics of gradients shared by the learned optimizers: momenta, second moments,
+and Adafactor's factored second moments (Shazeer & Stern 2018), each at several decays.
+
+Every statistic of a tensor of shape S is stored as S + (D,), D decays on the last axis; no bias
+correction (the optimizers learn what to make of early steps). Factored statistics follow
+learned_optimization's conventions so that released weights see the features they were trained on.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def ema(old: jax.Array, new: jax.Array, decays: jax.Array) -> jax.Array:
+    """decays * old + (1 - decays) * new, new broadcast over the decay axis."""
+    return decays * old + (1 - decays) * new[..., None]
+
+
+def factored_dims(shape: tuple[int, ...]) -> tuple[int, int] | None:
+    """(d0, d1): the largest and second-largest axes of a tensor of rank >= 2 (ties keep axis
+    order), or None for vectors and scalars, which keep an unfactored estimate."""
+    if len(shape) < 2:
+        return None
+    order = np.argsort(shape, kind="stable")
+    return int(order[-1]), int(order[-2])
+
+
+class Factored(NamedTuple):
+    """Adafactor statistics of one tensor; the unused ones are empty arrays [0, D]."""
+
+    v_row: jax.Array  # mean of g^2 over axis d0: S without d0, + (D,)
+    v_col: jax.Array  # mean of g^2 over axis d1: S without d1, + (D,)
+    v_diag: jax.Array  # unfactored g^2 (rank < 2): S + (D,)
+
+
+def factored_init(p: jax.Array, num_decays: int) -> Factored:
+    empty = jnp.zeros((0, num_decays), p.dtype)
+    dims = factored_dims(p.shape)
+    if dims is None:
+        return Factored(empty, empty, jnp.zeros(p.shape + (num_decays,), p.dtype))
+    d0, d1 = dims
+    row = tuple(s for i, s in enumerate(p.shape) if i != d0)
+    col = tuple(s for i, s in enumerate(p.shape) if i != d1)
+    return Factored(
+        jnp.zeros(row + (num_decays,), p.dtype), jnp.zeros(col + (num_decays,), p.dtype), empty
+    )
+
+
+class FactoredStep(NamedTuple):
+    state: Factored
+    fac_g: jax.Array  # g preconditioned by the factored estimate: S + (D,)
+    row_feat: jax.Array  # v_row (or v_diag) broadcast back to S + (D,)
+    col_feat: jax.Array  # v_col (or v_diag) broadcast back to S + (D,)
+    precond: jax.Array  # S + (D,) factor: row_factor * col_factor, or v_diag^-1/2
+
+
+def factored_update(state: Factored, g: jax.Array, decays: jax.Array) -> FactoredStep:
+    """Advance the factored second moment with gradient g and precondition g by it."""
+    gs = g * g + 1e-30
+    dims = factored_dims(g.shape)
+    if dims is None:
+        v = ema(state.v_diag, gs, decays)
+        fac_g = g[..., None] * jax.lax.rsqrt(jnp.maximum(v + 1e-9, 1e-9))
+        return FactoredStep(Factored(state.v_row, state.v_col, v), fac_g, v, v, v**-0.5)
+    d0, d1 = dims
+    v_row = ema(state.v_row, jnp.mean(gs, axis=d0), decays)
+    v_col = ema(state.v_col, jnp.mean(gs, axis=d1), decays)
+    r1 = d1 - 1 if d1 > d0 else d1  # d1's position once d0 is gone
+    row_mean = jnp.mean(v_row, axis=r1, keepdims=True)
+    row_factor = jax.lax.rsqrt(jnp.maximum(v_row / (row_mean + 1e-9), 1e-9))
+    col_factor = jax.lax.rsqrt(jnp.maximum(v_col, 1e-9))
+    precond = jnp.expand_dims(row_factor, d0) * jnp.expand_dims(col_factor, d1)
+    shape = g.shape + decays.shape
+    return FactoredStep(
+        Factored(v_row, v_col, state.v_diag),
+        g[..., None] * precond,
+        jnp.broadcast_to(jnp.expand_dims(v_row, d0), shape),
+        jnp.broadcast_to(jnp.expand_dims(v_col, d1), shape),
+        precond,
+    )
+
+
+def second_moment_norm(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+    """x over the root of its mean square along `axes` (each feature channel separately)."""
+    return x * jax.lax.rsqrt(1e-5 + jnp.mean(x * x, axis=axes, keepdims=True))

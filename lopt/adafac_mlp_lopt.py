@@ -1,0 +1,153 @@
+"""AdafacMLPLOpt: a tiny per-parameter MLP over momenta, second moments and Adafactor-style
+factored second moments, with meta-learned decays (Metz et al. 2022, "Practical tradeoffs
+between memory, compute, and performance in learned optimizers", arXiv:2203.11860).
+
+Features of each parameter: gradient, value, momenta (3 decays), second moment, momenta over its
+root, its inverse root, the gradient preconditioned by the factored second moment, the row and
+column statistics with their inverse roots, and the momenta preconditioned by them - each
+normalized by its root mean square over the tensor - plus the training step through tanh at
+eleven time scales. The update is -step_mult * d * exp(exp_mult * a).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lopt.accumulators import ema, factored_init, factored_update, second_moment_norm
+from lopt.base import Theta
+
+MOMENTUM_DECAYS = (0.9, 0.99, 0.999)
+RMS_DECAYS = (0.999,)
+ADAFACTOR_DECAYS = (0.9, 0.99, 0.999)
+TIMESCALES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5)
+NUM_FEATURES = 28  # per-parameter channels before the time features
+
+
+def decay(base: tuple[float, ...], offset: jax.Array) -> jax.Array:
+    """A decay learned as an offset in log(1 - decay) / 10, starting (offset 0) at `base`."""
+    return jnp.clip(1 - (1 - jnp.asarray(base)) * jnp.exp(10 * offset), 0.0, 1.0)
+
+
+class AdafacState(NamedTuple):
+    momenta: optax.Params  # S + (3,)
+    rms: optax.Params  # S + (1,)
+    factored: optax.Params  # a `Factored` per tensor
+    step: jax.Array
+
+
+def tensor_features(p, g, m, rms, fac) -> jax.Array:
+    """The [..., 28] features of one tensor (of rank >= 1), before normalization."""
+    r = jax.lax.rsqrt(rms + 1e-6)
+    if fac.state.v_diag.size:  # unfactored: the diagonal estimate stands in for both factors
+        v = fac.state.v_diag
+        last = m * (v + 1e-6) ** -0.5
+    else:
+        last = m * fac.precond
+    return jnp.concatenate(
+        [
+            g[..., None],
+            p[..., None],
+            m,
+            rms,
+            m * r,
+            r,
+            fac.fac_g,
+            fac.row_feat,
+            fac.col_feat,
+            jax.lax.rsqrt(fac.row_feat + 1e-8),
+            jax.lax.rsqrt(fac.col_feat + 1e-8),
+            last,
+        ],
+        -1,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class AdafacMLPLOpt:
+    """A per-parameter MLP learned optimizer with factored second-moment features."""
+
+    hidden: int = 4
+    layers: int = 2
+    step_mult: float = 1e-3
+    exp_mult: float = 1e-3
+    name: str = "adafac_mlp_lopt"
+
+    def init(self, key: jax.Array) -> Theta:
+        sizes = [NUM_FEATURES + len(TIMESCALES)] + [self.hidden] * self.layers + [2]
+        keys = jax.random.split(key, len(sizes) - 1)
+        nn = {}
+        for i, (k, a, b) in enumerate(zip(keys, sizes[:-1], sizes[1:], strict=True)):
+            nn[f"w{i}"] = jax.random.truncated_normal(k, -2, 2, (a, b)) / jnp.sqrt(a)
+            nn[f"b{i}"] = jnp.zeros(b)
+        return {
+            "momentum_decays": jnp.zeros(len(MOMENTUM_DECAYS)),
+            "rms_decays": jnp.zeros(len(RMS_DECAYS)),
+            "adafactor_decays": jnp.zeros(len(ADAFACTOR_DECAYS)),
+            "nn": {"~": nn},
+        }
+
+    def optimizer(self, theta: Theta) -> optax.GradientTransformationExtraArgs:
+        def init(params: optax.Params) -> AdafacState:
+            zeros = lambda k: jax.tree_util.tree_map(  # noqa: E731
+                lambda p: jnp.zeros(p.shape + (k,), p.dtype), params
+            )
+            return AdafacState(
+                zeros(len(MOMENTUM_DECAYS)),
+                zeros(len(RMS_DECAYS)),
+                jax.tree_util.tree_map(
+                    lambda p: factored_init(jnp.atleast_1d(p), len(ADAFACTOR_DECAYS)), params
+                ),
+                jnp.zeros((), jnp.int32),
+            )
+
+        def update(grads, state: AdafacState, params=None, **extra):
+            del extra  # the loss is not a feature
+            if params is None:
+                raise ValueError("AdafacMLPLOpt needs the parameters: update(grads, state, params)")
+            m_dec = decay(MOMENTUM_DECAYS, theta["momentum_decays"])
+            r_dec = decay(RMS_DECAYS, theta["rms_decays"])
+            f_dec = decay(ADAFACTOR_DECAYS, theta["adafactor_decays"])
+            nn = theta["nn"]["~"]
+            n_layers = len(nn) // 2
+            t = state.step.astype(jnp.float32)
+            time = jnp.tanh(t / jnp.asarray(TIMESCALES) - 1)
+            # the time features are shared by every parameter: fold them into the first bias
+            w0 = nn["w0"]
+            b0 = time @ w0[NUM_FEATURES:] + nn["b0"]
+
+            def one(p, g, m, r, fac):
+                m = ema(m, g, m_dec)
+                r = ema(r, g * g, r_dec)
+                p1, g1 = jnp.atleast_1d(p), jnp.atleast_1d(g)
+                m1, r1 = m.reshape(p1.shape + m.shape[-1:]), r.reshape(p1.shape + r.shape[-1:])
+                fstep = factored_update(fac, g1, f_dec)
+                feats = tensor_features(p1, g1, m1, r1, fstep)
+                h = second_moment_norm(feats, tuple(range(p1.ndim))) @ w0[:NUM_FEATURES] + b0
+                for i in range(1, n_layers):
+                    h = jax.nn.relu(h) @ nn[f"w{i}"] + nn[f"b{i}"]
+                step = h[..., 0] * jnp.exp(h[..., 1] * self.exp_mult) * self.step_mult
+                return -step.reshape(p.shape).astype(p.dtype), m, r, fstep.state
+
+            tree = jax.tree_util.tree_structure(params)
+            results = [
+                one(*args)
+                for args in zip(
+                    tree.flatten_up_to(params),
+                    tree.flatten_up_to(grads),
+                    tree.flatten_up_to(state.momenta),
+                    tree.flatten_up_to(state.rms),
+                    tree.flatten_up_to(state.factored),
+                    strict=True,
+                )
+            ]
+            updates, momenta, rms, factored = (
+                tree.unflatten(r) for r in zip(*results, strict=True)
+            )
+            return updates, AdafacState(momenta, rms, factored, state.step + 1)
+
+        return optax.GradientTransformationExtraArgs(init, update)

@@ -1,0 +1,298 @@
+"""VeLO: the hierarchical learned optimizer of Metz et al. 2022 ("VeLO: Training Versatile
+Learned Optimizers by Scaling Up", arXiv:2211.09760).
+
+A per-tensor LSTM reads tensor-level statistics, the training progress and loss features, and
+emits (a) `controls` that mix a bank of `param_inits` tiny per-parameter MLPs into one MLP for that
+tensor and (b) a learning-rate multiplier. The mixed MLP maps per-parameter features (gradient,
+momenta, Adafactor statistics) to a direction d and log-magnitude a; the step is
+lr_mult * d * exp(a * exp_mult) * rms(p) * step_mult.
+
+The meta-parameters use learned_optimization's layout and names (`HyperV2` in
+research/general_lopt/hyper_v2.py), so `lopt.velo_weights.load_velo` reads the released weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lopt.accumulators import Factored, ema, factored_init, factored_update, second_moment_norm
+from lopt.base import Theta
+from meta.errors import UserError
+
+MOMENTUM_DECAYS = (0.9, 0.99, 0.999)
+RMS_DECAYS = (0.999,)
+ADAFACTOR_DECAYS = (0.9, 0.99, 0.999)
+FRACTIONS = (0.03, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0, 1.1)  # training-progress thresholds
+NUM_LOSS = 10  # loss averages at half-lives from 10 steps to num_steps
+# channels of the 14 per-parameter feature groups (see `_ff_features`)
+GROUPS = (1, 1, 1, 3, 1, 3, 1, 3, 1, 3, 3, 3, 3, 3)
+LSTM_FEATURES = len(FRACTIONS) + (NUM_LOSS - 1) + 1 + 5 + 3 + 3  # 30
+GRAD_CLIP = 1000.0
+
+
+class LossBuffer(NamedTuple):
+    means: jax.Array  # [NUM_LOSS] running means of the (clipped) loss
+    running_min: jax.Array  # [NUM_LOSS] smallest bias-corrected mean so far
+    iteration: jax.Array
+
+
+class VeLOState(NamedTuple):
+    momenta: optax.Params  # S + (3,)
+    rms: optax.Params  # S + (1,)
+    factored: optax.Params  # a `Factored` per tensor
+    lstm_hidden: jax.Array  # [T, H]; replaced by theta's initial state at step 0
+    lstm_cell: jax.Array
+    loss: LossBuffer
+    iteration: jax.Array
+
+
+def _loss_decays(num_steps: int) -> jax.Array:
+    halflife = np.logspace(1.0, np.log10(num_steps), NUM_LOSS)
+    return jnp.asarray(np.exp(-1.0 / halflife), jnp.float32)
+
+
+def _loss_update(buf: LossBuffer, loss: jax.Array, decays: jax.Array) -> LossBuffer:
+    """Outlier losses (more than twice the largest average) are clipped before averaging."""
+    k = buf.iteration.astype(jnp.float32)
+    corrected = buf.means / (1 - decays ** (k + 1))
+    cap = jnp.where(buf.iteration == 0, loss, jnp.max(corrected))
+    loss = jnp.minimum(2 * jnp.abs(cap), loss)
+    means = decays * buf.means + (1 - decays) * loss
+    running_min = jnp.minimum(buf.running_min, means / (1 - decays ** (k + 1)))
+    return LossBuffer(means, running_min, buf.iteration + 1)
+
+
+def _loss_features(buf: LossBuffer, decays: jax.Array) -> jax.Array:
+    """[NUM_LOSS - 1]: how far each average sits above its running minimum, relative to the
+    next slower average; zero for the first two steps."""
+    corrected = buf.means / (1 - decays ** buf.iteration.astype(jnp.float32))
+    low = buf.running_min[:-1]
+    rel = (corrected[:-1] - low) / jnp.maximum(1e-8, corrected[1:] - low) - 1
+    return jnp.where(buf.iteration <= 2, 0.0, jnp.clip(rel, -1, 1))
+
+
+def _clipped_log(x: jax.Array) -> jax.Array:
+    return 0.5 * jnp.clip(jnp.log(1e-8 + jnp.abs(10 * x)), -5, 5)
+
+
+def _lstm_features(p, m, rms, progress: jax.Array, loss_feats: jax.Array) -> jax.Array:
+    """The [30] statistics of one tensor the LSTM reads, from the moments before this step.
+    Statistics are taken relative to the tensor's own scale."""
+    s = jax.lax.rsqrt(jnp.maximum(1e-9, jnp.mean(p * p)))
+    m, rms = m * s, rms * s
+    axes = tuple(range(p.ndim))
+    m_mean = jnp.mean(m, axes)
+    rank = sum(int(d > 1) for d in p.shape)
+    return jnp.concatenate(
+        [
+            jnp.tanh(10 * (progress - jnp.asarray(FRACTIONS))),
+            loss_feats,
+            _clipped_log(jnp.mean(rms, axes)),
+            jax.nn.one_hot(rank, 5) if rank < 5 else jnp.zeros(5),
+            _clipped_log(jnp.mean((m - m_mean) ** 2, axes)),
+            # centred on the momentum mean, as in the released optimizer (3 values, not 1)
+            _clipped_log(jnp.mean((rms - m_mean) ** 2, axes)),
+        ]
+    )
+
+
+def _lstm(w: Theta, x_TI: jax.Array, h_TH: jax.Array, c_TH: jax.Array):
+    """Haiku's LSTM cell: gates i, g, f, o from [x, h]; the forget gate is biased by +1."""
+    z = jnp.concatenate([x_TI, h_TH], -1) @ w["w"] + w["b"]
+    i, g, f, o = jnp.split(z, 4, axis=-1)
+    c = jax.nn.sigmoid(f + 1) * c_TH + jax.nn.sigmoid(i) * jnp.tanh(g)
+    return jax.nn.sigmoid(o) * jnp.tanh(c), c
+
+
+def _linear(w: Theta, x: jax.Array) -> jax.Array:
+    return x @ w["w"] + w["b"]
+
+
+def _ff_features(p, g, m, rms, fac) -> list[jax.Array]:
+    """The 14 per-parameter feature groups [..., c] of one tensor (moments after this step)."""
+    r = jax.lax.rsqrt(rms + 1e-6)
+    return [
+        g[..., None],
+        jnp.clip(g, -0.1, 0.1)[..., None],
+        p[..., None],
+        m,
+        rms,
+        m * r,
+        r,
+        fac.fac_g,
+        (g[..., None] * r),
+        fac.row_feat,
+        fac.col_feat,
+        jax.lax.rsqrt(fac.row_feat + 1e-8),
+        jax.lax.rsqrt(fac.col_feat + 1e-8),
+        m * fac.precond,
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class VeLO:
+    """VeLO for a training run of `num_steps` steps (its progress features need the length).
+
+    The released optimizer is `VeLO(num_steps=N)` with the weights from
+    `lopt.velo_weights.load_velo`. `bugged_loss_features=True` reproduces the older checkpoints
+    whose loss averages ignored num_steps.
+    """
+
+    num_steps: int = 1000
+    lstm_hidden: int = 512
+    param_inits: int = 256
+    ff_hidden: int = 4
+    step_mult: float = 1e-3
+    exp_mult: float = 1e-3
+    bugged_loss_features: bool = False
+    name: str = "velo"
+
+    def __post_init__(self) -> None:
+        if self.num_steps < 1:
+            raise UserError(f"VeLO num_steps must be a positive int, got {self.num_steps}")
+
+    def init(self, key: jax.Array) -> Theta:
+        """Fresh meta-parameters (truncated-normal weights with std 1/sqrt(fan_in), zero
+        biases), laid out as learned_optimization's HyperV2 lays them out."""
+        H, P, F = self.lstm_hidden, self.param_inits, self.ff_hidden
+        keys = iter(jax.random.split(key, 32))
+
+        def dense(fan_in, fan_out, lead=()):
+            w = jax.random.truncated_normal(next(keys), -2, 2, lead + (fan_in, fan_out))
+            return w / np.sqrt(fan_in), jnp.zeros(lead + (fan_out,))
+
+        def linear(fan_in, fan_out):
+            w, b = dense(fan_in, fan_out)
+            return {"w": w, "b": b}
+
+        ff = {}
+        for i, c in enumerate(GROUPS):
+            # one first layer split by group; its fan-in is the whole input
+            w = jax.random.truncated_normal(next(keys), -2, 2, (P, c, F))
+            ff[f"w0__{i}"] = w / np.sqrt(sum(GROUPS))
+        ff["b0"] = jnp.zeros((P, F))
+        ff["w1"], ff["b1"] = dense(F, F, (P,))
+        ff["w2"], ff["b2"] = dense(F, 3, (P,))
+        return {
+            "lstm_init_state": {"hidden": jnp.zeros((1, H)), "cell": jnp.zeros((1, H))},
+            "rnn_params": {
+                "linear": linear(LSTM_FEATURES, H),  # unused by the update; kept for the layout
+                "linear_1": linear(LSTM_FEATURES, H),
+                "linear_2": linear(LSTM_FEATURES, H),
+                "rnn/linear": linear(2 * H, 4 * H),
+                "rnn_to_controls": linear(H, P),
+                "step_size": linear(H, 1),
+            },
+            "ff_mod_stack": {"~": ff},
+        }
+
+    def optimizer(self, theta: Theta) -> optax.GradientTransformationExtraArgs:
+        m_decays = jnp.asarray(MOMENTUM_DECAYS)
+        r_decays = jnp.asarray(RMS_DECAYS)
+        f_decays = jnp.asarray(ADAFACTOR_DECAYS)
+        loss_decays = _loss_decays(10 if self.bugged_loss_features else self.num_steps)
+        H = self.lstm_hidden
+
+        def init(params: optax.Params) -> VeLOState:
+            leaves = jax.tree_util.tree_leaves(params)
+            zeros = lambda k: jax.tree_util.tree_map(  # noqa: E731
+                lambda p: jnp.zeros(p.shape + (k,), p.dtype), params
+            )
+            hidden = jnp.zeros((len(leaves), H))
+            return VeLOState(
+                zeros(len(MOMENTUM_DECAYS)),
+                zeros(len(RMS_DECAYS)),
+                jax.tree_util.tree_map(
+                    lambda p: factored_init(jnp.atleast_1d(p), len(ADAFACTOR_DECAYS)), params
+                ),
+                hidden,
+                hidden,
+                LossBuffer(
+                    jnp.zeros(NUM_LOSS),
+                    jnp.full(NUM_LOSS, 999999999999.0),
+                    jnp.zeros((), jnp.int32),
+                ),
+                jnp.zeros((), jnp.int32),
+            )
+
+        def update(grads, state: VeLOState, params=None, *, loss=None, **extra):
+            del extra
+            if params is None or loss is None:
+                raise ValueError("VeLO needs the parameters and the loss: update(g, s, p, loss=L)")
+            buf = _loss_update(state.loss, jnp.asarray(loss, jnp.float32), loss_decays)
+            loss_feats = _loss_features(buf, loss_decays)
+            progress = state.iteration.astype(jnp.float32) / self.num_steps
+            tree = jax.tree_util.tree_structure(params)
+            ps = tree.flatten_up_to(params)
+            gs = [jnp.clip(g, -GRAD_CLIP, GRAD_CLIP) for g in tree.flatten_up_to(grads)]
+            ms = tree.flatten_up_to(state.momenta)
+            rs = tree.flatten_up_to(state.rms)
+            x_TI = jnp.stack(
+                [
+                    _lstm_features(p, m, r, progress, loss_feats)
+                    for p, m, r in zip(ps, ms, rs, strict=True)
+                ]
+            )
+
+            rnn = theta["rnn_params"]
+            pooled = jnp.max(jax.nn.relu(_linear(rnn["linear_1"], x_TI)), 0, keepdims=True)
+            first = state.iteration == 0  # the initial LSTM state is a meta-parameter
+            init_state = theta["lstm_init_state"]
+            h0 = jnp.where(first, init_state["hidden"], state.lstm_hidden)
+            c0 = jnp.where(first, init_state["cell"], state.lstm_cell)
+            h, c = _lstm(rnn["rnn/linear"], _linear(rnn["linear_2"], x_TI) + pooled, h0, c0)
+            controls_TP = _linear(rnn["rnn_to_controls"], h)
+            lr_mult_T = _linear(rnn["step_size"], h)[:, 0]
+
+            bank = theta["ff_mod_stack"]["~"]
+            P = controls_TP.shape[-1]
+            updates, momenta, rms, factored = [], [], [], []
+            facs = tree.flatten_up_to(state.factored)
+            for t, (p, g, m, r, fac) in enumerate(zip(ps, gs, ms, rs, facs, strict=True)):
+                m = ema(m, g, m_decays)
+                r = ema(r, g * g, r_decays)
+                shape = p.shape
+                p1, g1 = jnp.atleast_1d(p), jnp.atleast_1d(g)
+                m1, r1 = m.reshape(p1.shape + m.shape[-1:]), r.reshape(p1.shape + r.shape[-1:])
+                fstep = factored_update(fac, g1, f_decays)
+                axes = tuple(range(p1.ndim))
+                feats = [second_moment_norm(x, axes) for x in _ff_features(p1, g1, m1, r1, fstep)]
+                # the tensor's MLP: 100 x the control-weighted mean of the bank
+                mix = lambda w: 100.0 / P * jnp.tensordot(controls_TP[t], w, 1)  # noqa: E731,B023
+                w0 = jnp.concatenate([mix(bank[f"w0__{i}"]) for i in range(len(GROUPS))], 0)
+                hid = jax.nn.relu(jnp.concatenate(feats, -1) @ w0 + mix(bank["b0"]))
+                hid = jax.nn.relu(hid @ mix(bank["w1"]) + mix(bank["b1"]))
+                out = hid @ mix(bank["w2"]) + mix(bank["b2"])
+                scale = jnp.sqrt(jnp.mean(p1 * p1) + 1e-9)
+                step = (
+                    lr_mult_T[t]
+                    * out[..., 0]
+                    * jnp.exp(out[..., 1] * self.exp_mult)
+                    * scale
+                    * self.step_mult
+                )
+                updates.append(-step.reshape(shape).astype(p.dtype))
+                momenta.append(m)
+                rms.append(r)
+                factored.append(fstep.state)
+            unflat = tree.unflatten
+            return unflat(updates), VeLOState(
+                unflat(momenta),
+                unflat(rms),
+                unflat(factored),
+                h,
+                c,
+                buf,
+                state.iteration + 1,
+            )
+
+        return optax.GradientTransformationExtraArgs(init, update)
+
+
+__all__ = ["Factored", "VeLO", "VeLOState"]

@@ -1,0 +1,145 @@
+"""The learned-optimizer architectures: shared statistics and updates computed by hand, and one
+smoke test per registry entry (optax drop-in, flax NNX, finite meta-gradients)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from lopt import LOPTS, AdafacMLPLOpt, InnerTraining, MLPProblem, RNNMLPLOpt, VeLO
+from lopt.accumulators import factored_dims, factored_init, factored_update
+from lopt.adafac_mlp_lopt import NUM_FEATURES, TIMESCALES
+from lopt.rnn_mlp_lopt import NUM_PARAM_FEATURES
+from meta.estimators import TruncatedBackprop
+
+SMALL = {
+    "mlp": lambda: LOPTS["mlp"](hidden=4),
+    "adafac_mlp": lambda: AdafacMLPLOpt(),
+    "rnn_mlp": lambda: RNNMLPLOpt(hidden=4, lstm_hidden=8),
+    "velo": lambda: VeLO(num_steps=6, lstm_hidden=8, param_inits=4),
+}
+
+
+def test_factored_dims():
+    assert factored_dims((3, 5)) == (1, 0)
+    assert factored_dims((5, 3)) == (0, 1)
+    assert factored_dims((4, 4)) == (1, 0)  # ties keep axis order
+    assert factored_dims((2, 7, 3)) == (1, 2)
+    assert factored_dims((6,)) is None and factored_dims(()) is None
+
+
+def test_factored_statistics_by_hand():
+    g = np.array([[1.0, 2.0], [3.0, 4.0], [0.5, -1.0]], np.float32)  # d0 = 0 (3 rows), d1 = 1
+    decays = jnp.array([0.5])
+    out = factored_update(factored_init(jnp.asarray(g), 1), jnp.asarray(g), decays)
+    gs = g * g + 1e-30
+    v_row = 0.5 * gs.mean(0)  # over d0: one per column
+    v_col = 0.5 * gs.mean(1)  # over d1: one per row
+    np.testing.assert_allclose(out.state.v_row[:, 0], v_row, rtol=1e-6)
+    np.testing.assert_allclose(out.state.v_col[:, 0], v_col, rtol=1e-6)
+    row_factor = (v_row / (v_row.mean() + 1e-9)) ** -0.5
+    col_factor = v_col**-0.5
+    expected = g * row_factor[None, :] * col_factor[:, None]
+    np.testing.assert_allclose(out.fac_g[..., 0], expected, rtol=1e-5)
+    np.testing.assert_allclose(out.row_feat[..., 0], np.broadcast_to(v_row, g.shape), rtol=1e-6)
+    vec = factored_update(factored_init(jnp.ones(3), 1), jnp.array([1.0, 2.0, 3.0]), decays)
+    np.testing.assert_allclose(vec.state.v_diag[:, 0], 0.5 * np.array([1.0, 4.0, 9.0]), rtol=1e-6)
+
+
+def test_adafac_update_by_hand():
+    """A linear MLP reading only the normalized gradient, and a learned momentum decay."""
+    lopt = AdafacMLPLOpt(layers=0)
+    theta = jax.tree_util.tree_map(jnp.zeros_like, lopt.init(jax.random.key(0)))
+    w = np.zeros((NUM_FEATURES + len(TIMESCALES), 2), np.float32)
+    w[0, 0] = 1.0
+    theta["nn"]["~"]["w0"] = jnp.asarray(w)
+    theta["momentum_decays"] = jnp.array([np.log(2.0) / 10, 0.0, 0.0])  # 0.9 -> 0.8
+    opt = lopt.optimizer(theta)
+    params = {"p": jnp.ones((2, 3))}
+    g = jnp.array([[1.0, 2.0, 0.0], [0.0, -2.0, 1.0]])
+    updates, state = opt.update({"p": g}, opt.init(params), params)
+    expected = -1e-3 * g / np.sqrt(1e-5 + np.mean(np.square(g)))
+    np.testing.assert_allclose(updates["p"], expected, rtol=1e-5)
+    np.testing.assert_allclose(state.momenta["p"][..., 0], 0.2 * g, rtol=1e-5)
+    np.testing.assert_allclose(state.momenta["p"][..., 1], 0.01 * g, rtol=1e-5)
+
+
+def test_rnn_mlp_update_by_hand():
+    """A linear MLP reading only the normalized gradient, after the dynamic clipper (which
+    starts at 10 x 0.01 / (1 - 0.99) = 10)."""
+    lopt = RNNMLPLOpt(layers=0, lstm_hidden=4)
+    theta = jax.tree_util.tree_map(jnp.zeros_like, lopt.init(jax.random.key(0)))
+    w = np.zeros((lopt.mlp_inputs, 2 + lopt.from_mlp), np.float32)
+    w[0, 0] = 1.0
+    theta["mlp"][0]["w"] = jnp.asarray(w)
+    theta["mlp"][0]["b"] = jnp.arange(2.0 + lopt.from_mlp) * 0  # messages 0
+    opt = lopt.optimizer(theta)
+    params = {"p": jnp.ones(3)}
+    g = jnp.array([1.0, -2.0, 30.0])
+    updates, state = opt.update({"p": g}, opt.init(params), params, loss=1.0)
+    clipped = np.array([1.0, -2.0, 10.0])
+    expected = -1e-3 * clipped / np.sqrt(1e-5 + np.mean(clipped**2))
+    np.testing.assert_allclose(updates["p"], expected, rtol=1e-5)
+    np.testing.assert_allclose(state.momenta["p"][:, 0], 0.5 * clipped, rtol=1e-6)
+    assert NUM_PARAM_FEATURES == 23 and state.from_mlp.shape == (1, lopt.from_mlp)
+
+
+@pytest.fixture(scope="module", params=sorted(SMALL))
+def small(request):
+    lopt = SMALL[request.param]()
+    return lopt, lopt.init(jax.random.key(0))
+
+
+def _problem():
+    params = {"w": jnp.linspace(-1, 1, 12).reshape(4, 3), "b": jnp.zeros(3), "s": jnp.ones(())}
+    x = jnp.linspace(-1, 1, 20).reshape(5, 4)
+
+    def loss(p):
+        return jnp.mean((jnp.tanh(x @ p["w"] + p["b"]) * p["s"] - 0.3) ** 2)
+
+    return params, loss
+
+
+def test_optax_drop_in(small):
+    lopt, theta = small
+    params, loss = _problem()
+    opt = lopt.optimizer(theta)
+    state = opt.init(params)
+
+    @jax.jit
+    def step(params, state):
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, state = opt.update(grads, state, params, loss=value)
+        return optax.apply_updates(params, updates), state
+
+    for _ in range(3):
+        params, state = step(params, state)
+    leaves = jax.tree_util.tree_leaves(params)
+    assert all(bool(jnp.isfinite(x).all()) for x in leaves)
+    assert params["w"].shape == (4, 3) and params["s"].shape == ()
+
+
+def test_nnx_optimizer(small):
+    lopt, theta = small
+    model = nnx.Linear(4, 3, rngs=nnx.Rngs(0))
+    before = np.asarray(model.kernel[...])
+    optimizer = nnx.Optimizer(model, lopt.optimizer(theta), wrt=nnx.Param)
+    x = jnp.ones((5, 4))
+    value, grads = nnx.value_and_grad(lambda m: jnp.mean(m(x) ** 2))(model)
+    optimizer.update(model, grads, loss=value)
+    assert not np.array_equal(np.asarray(model.kernel[...]), before)
+
+
+def test_meta_gradient_through_inner_training(small):
+    lopt, theta = small
+    task = InnerTraining(lopt, MLPProblem("projected:base=digits,dim=8", (8,), 16), horizon=6)
+    est = TruncatedBackprop(task, num_workers=2, truncation=3, stagger=False)
+    out = jax.jit(est.estimate)(theta, est.init(jax.random.key(1), theta), jax.random.key(2), 0)
+    leaves = jax.tree_util.tree_leaves(out.grad)
+    assert np.isfinite(float(out.loss))
+    assert all(bool(jnp.isfinite(g).all()) for g in leaves)
+    assert sum(float(jnp.abs(g).sum()) for g in leaves) > 0
