@@ -23,6 +23,7 @@ import optax
 
 from lopt import LOPTS, InnerTraining, MLPProblem, VeLO
 from lopt.evaluate import curve, describe, runs, tuned
+from lopt.learner import OptimizerLearner
 from meta.errors import UserError
 from meta.estimators import ESTIMATORS, Mixture, TruncatedBackprop
 from meta.evaluate import Curves
@@ -67,6 +68,11 @@ class Config:
     loop: LoopConfig = LoopConfig(steps=300, log_every=10, checkpoint_every=100)
     eval: LOptEvalConfig = LOptEvalConfig()
 
+    @property
+    def family(self) -> str:
+        """The first training problem's task family (`metalearn eval --family train`)."""
+        return MLPProblem.from_spec(self.problems[0]).family
+
     def make_lopt(self):
         if self.lopt not in LOPTS:
             raise UserError(f"lopt must be one of {', '.join(LOPTS)}, got {self.lopt!r}")
@@ -108,10 +114,10 @@ class Config:
         self.held_out()  # bad eval specs fail before training
 
         def learner(theta, name):
-            raise UserError(
-                "learned optimizers are evaluated with optimization curves (this experiment's "
-                "report); the examples protocol of `metalearn eval` comes later"
-            )
+            # the examples protocol: an MLP of the first training problem's widths, trained
+            # on the k examples seen for the meta-training horizon
+            hidden = MLPProblem.from_spec(self.problems[0]).hidden
+            return OptimizerLearner(lopt, theta, name, hidden, self.horizon)
 
         return Setup(
             init=lopt.init,

@@ -117,6 +117,32 @@ def test_lopt_experiment_end_to_end(tmp_path, capsys):
     assert all(r["num_sequences"] == 3 for r in records)
     text = capsys.readouterr().out
     assert "final training loss after 6 steps" in text and "mlp[8] batch 16" in text
+    # the examples protocol: the learned optimizer in the same table as a baseline
+    res = tmp_path / "examples.json"
+    argv = ["eval", "--learner", str(out), "--learner", "knn", "--family", "train"]
+    assert main([*argv, "--sequences", "4", "--budgets", "0,3", "--out", str(res)]) == 0
+    records = json.loads(res.read_text())
+    assert [r["learner"] for r in records] == ["lopt", "knn"]
+    assert {r["budget_unit"] for r in records} == {"examples"}
+
+
+def test_optimizer_learner_sees_only_the_first_k_examples():
+    import data
+    from lopt.learner import hand_designed_learner
+
+    family = data.from_spec("random:dim=3,num_classes=4,items=6")
+    learner = hand_designed_learner("sgd", optax.sgd, 0.5, hidden=(), steps=5)
+    predict = learner.prepare(family, 6, [0, 2, 5], jax.random.key(0))
+    batch = family.sample(jax.random.key(1), 4, 6)
+    pred = predict(batch.x, batch.y)
+    # examples from index k on (the query k included) cannot change the budget-k prediction
+    x2 = batch.x.at[:, 2:].set(batch.x[:, 2:] * -3.0)
+    y2 = (batch.y + 1) % 4
+    moved = predict(x2.at[:, 2].set(batch.x[:, 2]), y2.at[:, :2].set(batch.y[:, :2]))
+    np.testing.assert_array_equal(moved[:, 1], pred[:, 1])
+    tuned = hand_designed_learner("sgd", optax.sgd, (1e-3, 1.0), hidden=(), steps=5)
+    assert tuned.name == "sgd(tuned lr)"
+    assert tuned.prepare(family, 6, [0, 5], jax.random.key(0))(batch.x, batch.y).shape == (4, 2)
 
 
 @pytest.mark.parametrize(
