@@ -51,21 +51,32 @@ def factored_init(p: jax.Array, num_decays: int) -> Factored:
 
 
 class FactoredStep(NamedTuple):
+    """The advanced statistics and features derived from them, each of rank len(S) + 1 and
+    broadcastable to S + (D,) (row and column statistics keep a size-1 axis)."""
+
     state: Factored
-    fac_g: jax.Array  # g preconditioned by the factored estimate: S + (D,)
-    row_feat: jax.Array  # v_row (or v_diag) broadcast back to S + (D,)
-    col_feat: jax.Array  # v_col (or v_diag) broadcast back to S + (D,)
-    precond: jax.Array  # S + (D,) factor: row_factor * col_factor, or v_diag^-1/2
+    row: jax.Array  # v_row with axis d0 restored (unfactored: v_diag)
+    col: jax.Array  # v_col with axis d1 restored (unfactored: v_diag)
+    factor_a: jax.Array  # g * factor_a * factor_b: g preconditioned by the estimate
+    factor_b: jax.Array
+
+    @property
+    def factored(self) -> bool:
+        return self.state.v_diag.size == 0
+
+    def fac_g(self, g: jax.Array) -> jax.Array:
+        return g[..., None] * self.factor_a * self.factor_b
 
 
 def factored_update(state: Factored, g: jax.Array, decays: jax.Array) -> FactoredStep:
-    """Advance the factored second moment with gradient g and precondition g by it."""
+    """Advance the factored second moment with gradient g."""
     gs = g * g + 1e-30
     dims = factored_dims(g.shape)
     if dims is None:
         v = ema(state.v_diag, gs, decays)
-        fac_g = g[..., None] * jax.lax.rsqrt(jnp.maximum(v + 1e-9, 1e-9))
-        return FactoredStep(Factored(state.v_row, state.v_col, v), fac_g, v, v, v**-0.5)
+        ones = jnp.ones((1,) * v.ndim, v.dtype)
+        inv = jax.lax.rsqrt(jnp.maximum(v + 1e-9, 1e-9))
+        return FactoredStep(Factored(state.v_row, state.v_col, v), v, v, inv, ones)
     d0, d1 = dims
     v_row = ema(state.v_row, jnp.mean(gs, axis=d0), decays)
     v_col = ema(state.v_col, jnp.mean(gs, axis=d1), decays)
@@ -73,14 +84,12 @@ def factored_update(state: Factored, g: jax.Array, decays: jax.Array) -> Factore
     row_mean = jnp.mean(v_row, axis=r1, keepdims=True)
     row_factor = jax.lax.rsqrt(jnp.maximum(v_row / (row_mean + 1e-9), 1e-9))
     col_factor = jax.lax.rsqrt(jnp.maximum(v_col, 1e-9))
-    precond = jnp.expand_dims(row_factor, d0) * jnp.expand_dims(col_factor, d1)
-    shape = g.shape + decays.shape
     return FactoredStep(
         Factored(v_row, v_col, state.v_diag),
-        g[..., None] * precond,
-        jnp.broadcast_to(jnp.expand_dims(v_row, d0), shape),
-        jnp.broadcast_to(jnp.expand_dims(v_col, d1), shape),
-        precond,
+        jnp.expand_dims(v_row, d0),
+        jnp.expand_dims(v_col, d1),
+        jnp.expand_dims(row_factor, d0),
+        jnp.expand_dims(col_factor, d1),
     )
 
 

@@ -12,14 +12,16 @@ eleven time scales. The update is -step_mult * d * exp(exp_mult * a).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from lopt.accumulators import ema, factored_init, factored_update, second_moment_norm
+from lopt.accumulators import ema, factored_init, factored_update
 from lopt.base import Theta
+from lopt.blocks import feature_scales, row_blocks
 
 MOMENTUM_DECAYS = (0.9, 0.99, 0.999)
 RMS_DECAYS = (0.999,)
@@ -40,31 +42,16 @@ class AdafacState(NamedTuple):
     step: jax.Array
 
 
-def tensor_features(p, g, m, rms, fac) -> jax.Array:
-    """The [..., 28] features of one tensor (of rank >= 1), before normalization."""
+def feature_groups(factored: bool, g, p, m, rms, row, col, fa, fb) -> list[jax.Array]:
+    """The 12 feature groups (28 channels) of a tensor or a block of its rows, each
+    [..., c]; `row`, `col`, `fa`, `fb` come from `FactoredStep` and may be broadcast."""
     r = jax.lax.rsqrt(rms + 1e-6)
-    if fac.state.v_diag.size:  # unfactored: the diagonal estimate stands in for both factors
-        v = fac.state.v_diag
-        last = m * (v + 1e-6) ** -0.5
-    else:
-        last = m * fac.precond
-    return jnp.concatenate(
-        [
-            g[..., None],
-            p[..., None],
-            m,
-            rms,
-            m * r,
-            r,
-            fac.fac_g,
-            fac.row_feat,
-            fac.col_feat,
-            jax.lax.rsqrt(fac.row_feat + 1e-8),
-            jax.lax.rsqrt(fac.col_feat + 1e-8),
-            last,
-        ],
-        -1,
-    )
+    g1 = g[..., None]
+    # unfactored tensors: the diagonal estimate stands in for both factors
+    last = m * fa * fb if factored else m * (row + 1e-6) ** -0.5
+    groups = [g1, p[..., None], m, rms, m * r, r, g1 * fa * fb, row, col]
+    groups += [jax.lax.rsqrt(row + 1e-8), jax.lax.rsqrt(col + 1e-8), last]
+    return [jnp.broadcast_to(x, g.shape + x.shape[-1:]) for x in groups]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,11 +113,18 @@ class AdafacMLPLOpt:
                 p1, g1 = jnp.atleast_1d(p), jnp.atleast_1d(g)
                 m1, r1 = m.reshape(p1.shape + m.shape[-1:]), r.reshape(p1.shape + r.shape[-1:])
                 fstep = factored_update(fac, g1, f_dec)
-                feats = tensor_features(p1, g1, m1, r1, fstep)
-                h = second_moment_norm(feats, tuple(range(p1.ndim))) @ w0[:NUM_FEATURES] + b0
-                for i in range(1, n_layers):
-                    h = jax.nn.relu(h) @ nn[f"w{i}"] + nn[f"b{i}"]
-                step = h[..., 0] * jnp.exp(h[..., 1] * self.exp_mult) * self.step_mult
+                groups = functools.partial(feature_groups, fstep.factored)
+                sources = (g1, p1, m1, r1, fstep.row, fstep.col, fstep.factor_a, fstep.factor_b)
+                scale = jnp.concatenate(feature_scales(groups(*sources), p1.ndim))
+
+                def mlp(*block):
+                    x = jnp.concatenate(groups(*block), -1) * scale
+                    h = x @ w0[:NUM_FEATURES] + b0
+                    for i in range(1, n_layers):
+                        h = jax.nn.relu(h) @ nn[f"w{i}"] + nn[f"b{i}"]
+                    return h[..., 0] * jnp.exp(h[..., 1] * self.exp_mult) * self.step_mult
+
+                step = row_blocks(mlp, sources, p1.shape)
                 return -step.reshape(p.shape).astype(p.dtype), m, r, fstep.state
 
             tree = jax.tree_util.tree_structure(params)

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from lopt.base import HandDesigned, LearnedOptimizer, Theta
+from lopt.problems import mlp_apply, mlp_init, per_example_loss
 from meta.errors import UserError
 
 
@@ -40,29 +41,8 @@ class OptimizerLearner:
         sizes = (family.input_dim, *self.hidden, out)
         idx = jnp.asarray(budgets)
 
-        def init(k):
-            keys = jax.random.split(k, len(sizes) - 1)
-            return {
-                f"layer{i}": {
-                    "w": jax.random.normal(kk, (a, b)) * jnp.sqrt(2.0 / a),
-                    "b": jnp.zeros(b),
-                }
-                for i, (kk, a, b) in enumerate(zip(keys, sizes[:-1], sizes[1:], strict=True))
-            }
-
-        def apply(params, x):
-            n = len(params)
-            for i in range(n):
-                x = x @ params[f"layer{i}"]["w"] + params[f"layer{i}"]["b"]
-                if i < n - 1:
-                    x = jax.nn.relu(x)
-            return x
-
         def per_example(params, x, y):
-            o = apply(params, x)
-            if family.num_classes is None:
-                return (o[..., 0] - y) ** 2
-            return optax.softmax_cross_entropy_with_integer_labels(o, y)
+            return per_example_loss(mlp_apply(params, x), y, family.num_classes)
 
         def one(theta, x_LD, y_L, k, params):
             weight = (jnp.arange(length) < k) / jnp.maximum(k, 1)
@@ -76,14 +56,14 @@ class OptimizerLearner:
                 return (optax.apply_updates(p, updates), s), None
 
             (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, self.steps)
-            o = apply(params, x_LD[k])
+            o = mlp_apply(params, x_LD[k])
             return o[0] if family.num_classes is None else jnp.argmax(o)
 
         @jax.jit
         def predict_with(theta, x_NLD, y_NL):
             keys = jax.random.split(k_init, x_NLD.shape[0])  # the same inits for every learner
             over_budgets = jax.vmap(one, (None, None, None, 0, None))
-            return jax.vmap(lambda x, y, k: over_budgets(theta, x, y, idx, init(k)))(
+            return jax.vmap(lambda x, y, k: over_budgets(theta, x, y, idx, mlp_init(k, sizes)))(
                 x_NLD, y_NL, keys
             )
 

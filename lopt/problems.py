@@ -27,6 +27,32 @@ class ProblemTask(NamedTuple):
     batch: jax.Array  # examples per minibatch this episode (<= batch_size)
 
 
+def mlp_init(key: jax.Array, sizes: tuple[int, ...]) -> dict:
+    """He-initialized weights and zero biases of an MLP with layer `sizes`."""
+    keys = jax.random.split(key, len(sizes) - 1)
+    return {
+        f"layer{i}": {"w": jax.random.normal(k, (a, b)) * jnp.sqrt(2.0 / a), "b": jnp.zeros(b)}
+        for i, (k, a, b) in enumerate(zip(keys, sizes[:-1], sizes[1:], strict=True))
+    }
+
+
+def mlp_apply(params: dict, x: jax.Array) -> jax.Array:
+    """ReLU between layers, none after the last."""
+    n = len(params)
+    for i in range(n):
+        x = x @ params[f"layer{i}"]["w"] + params[f"layer{i}"]["b"]
+        if i < n - 1:
+            x = jax.nn.relu(x)
+    return x
+
+
+def per_example_loss(out: jax.Array, y: jax.Array, num_classes: int | None) -> jax.Array:
+    """Squared error (regression) or cross-entropy (classification) per example."""
+    if num_classes is None:
+        return (out[..., 0] - y) ** 2
+    return optax.softmax_cross_entropy_with_integer_labels(out, y)
+
+
 @dataclasses.dataclass(frozen=True)
 class MLPProblem:
     """An MLP (ReLU, `hidden` widths) fit to one task of `family`, minibatches of
@@ -89,15 +115,7 @@ class MLPProblem:
 
     def init(self, key: jax.Array) -> Problem:
         k_task, k_params, k_scale, k_batch = jax.random.split(key, 4)
-        sizes = [self.fam.input_dim, *self.hidden, self.out_size]
-        keys = jax.random.split(k_params, len(sizes) - 1)
-        params = {
-            f"layer{i}": {
-                "w": jax.random.normal(k, (a, b)) * jnp.sqrt(2.0 / a),
-                "b": jnp.zeros(b),
-            }
-            for i, (k, a, b) in enumerate(zip(keys, sizes[:-1], sizes[1:], strict=True))
-        }
+        params = mlp_init(k_params, (self.fam.input_dim, *self.hidden, self.out_size))
         leaves, tree = jax.tree_util.tree_flatten(params)
         logs = jax.random.uniform(k_scale, (len(leaves),), minval=-1, maxval=1) * self.rescale
         scales = tree.unflatten(list(10.0**logs))
@@ -107,21 +125,13 @@ class MLPProblem:
         return Problem(params, ProblemTask(self.fam.sample_task(k_task), scales, batch))
 
     def apply(self, params: Any, x: jax.Array) -> jax.Array:
-        n = len(params)
-        for i in range(n):
-            x = x @ params[f"layer{i}"]["w"] + params[f"layer{i}"]["b"]
-            if i < n - 1:
-                x = jax.nn.relu(x)
-        return x
+        return mlp_apply(params, x)
 
     def loss(self, params: Any, task: ProblemTask, key: jax.Array) -> jax.Array:
         """Loss on a fresh minibatch of the task."""
         x, y = self.fam.sample_sequence(task.data, key, self.batch_size)
         out = self.apply(jax.tree_util.tree_map(jnp.multiply, params, task.scales), x)
-        if self.fam.num_classes is None:
-            per_example = (out[..., 0] - y) ** 2
-        else:
-            per_example = optax.softmax_cross_entropy_with_integer_labels(out, y)
+        per_example = per_example_loss(out, y, self.fam.num_classes)
         if not self.min_batch:
             return per_example.mean()
         keep = jnp.arange(self.batch_size) < task.batch

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from lopt.base import LearnedOptimizer, Theta
@@ -24,11 +25,14 @@ class InnerState(NamedTuple):
 @dataclasses.dataclass(frozen=True)
 class InnerTraining:
     """`meta.truncated.TruncatedTask`: each episode trains a fresh inner problem for
-    `horizon` steps with the learned optimizer; each step's loss is its minibatch loss."""
+    `horizon` steps with the learned optimizer; each step's loss is its minibatch loss, or
+    its log with `log_loss` (then the meta-objective weighs a halving of the loss the same
+    late in training as early, instead of being dominated by the first steps)."""
 
     lopt: LearnedOptimizer
     problem: MLPProblem
     horizon: int
+    log_loss: bool = False
 
     def init(self, key: jax.Array) -> InnerState:
         params, task = self.problem.init(key)
@@ -38,7 +42,8 @@ class InnerTraining:
         loss, grads = jax.value_and_grad(self.problem.loss)(state.params, state.task, key)
         opt = self.lopt.optimizer(theta)
         updates, opt_state = opt.update(grads, state.opt_state, state.params, loss=loss)
-        return InnerState(optax.apply_updates(state.params, updates), opt_state, state.task), loss
+        new = InnerState(optax.apply_updates(state.params, updates), opt_state, state.task)
+        return new, jnp.log(loss) if self.log_loss else loss
 
 
 def train_run(

@@ -14,6 +14,7 @@ research/general_lopt/hyper_v2.py), so `lopt.velo_weights.load_velo` reads the r
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
@@ -21,8 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lopt.accumulators import Factored, ema, factored_init, factored_update, second_moment_norm
+from lopt.accumulators import Factored, ema, factored_init, factored_update
 from lopt.base import Theta
+from lopt.blocks import feature_scales, row_blocks
 from meta.errors import UserError
 
 MOMENTUM_DECAYS = (0.9, 0.99, 0.999)
@@ -114,25 +116,16 @@ def _linear(w: Theta, x: jax.Array) -> jax.Array:
     return x @ w["w"] + w["b"]
 
 
-def _ff_features(p, g, m, rms, fac) -> list[jax.Array]:
-    """The 14 per-parameter feature groups [..., c] of one tensor (moments after this step)."""
+def _ff_groups(factored: bool, p, g, m, rms, row, col, fa, fb) -> list[jax.Array]:
+    """The 14 per-parameter feature groups [..., c] of a tensor or a block of its rows
+    (moments after this step; `row`, `col`, `fa`, `fb` from `FactoredStep`, maybe broadcast)."""
     r = jax.lax.rsqrt(rms + 1e-6)
-    return [
-        g[..., None],
-        jnp.clip(g, -0.1, 0.1)[..., None],
-        p[..., None],
-        m,
-        rms,
-        m * r,
-        r,
-        fac.fac_g,
-        (g[..., None] * r),
-        fac.row_feat,
-        fac.col_feat,
-        jax.lax.rsqrt(fac.row_feat + 1e-8),
-        jax.lax.rsqrt(fac.col_feat + 1e-8),
-        m * fac.precond,
-    ]
+    g1 = g[..., None]
+    # unfactored tensors: the diagonal estimate stands in for both factors (no epsilon here)
+    last = m * fa * fb if factored else m * row**-0.5
+    groups = [g1, jnp.clip(g1, -0.1, 0.1), p[..., None], m, rms, m * r, r, g1 * fa * fb, g1 * r]
+    groups += [row, col, jax.lax.rsqrt(row + 1e-8), jax.lax.rsqrt(col + 1e-8), last]
+    return [jnp.broadcast_to(x, g.shape + x.shape[-1:]) for x in groups]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,6 +184,21 @@ class VeLO:
             },
             "ff_mod_stack": {"~": ff},
         }
+
+    def _ff_step(self, p, g, m, rms, fstep, w: Theta, lr_scale: jax.Array) -> jax.Array:
+        """The step of one tensor (rank >= 1) from its mixed per-parameter MLP `w`."""
+        groups = functools.partial(_ff_groups, fstep.factored)
+        sources = (p, g, m, rms, fstep.row, fstep.col, fstep.factor_a, fstep.factor_b)
+        scale = jnp.concatenate(feature_scales(groups(*sources), p.ndim))
+        w0 = jnp.concatenate([w[f"w0__{i}"] for i in range(len(GROUPS))], 0)
+
+        def mlp(*block):
+            x = jnp.concatenate(groups(*block), -1) * scale
+            hid = jax.nn.relu(x @ w0 + w["b0"])
+            out = jax.nn.relu(hid @ w["w1"] + w["b1"]) @ w["w2"] + w["b2"]
+            return lr_scale * out[..., 0] * jnp.exp(out[..., 1] * self.exp_mult)
+
+        return row_blocks(mlp, sources, p.shape)
 
     def optimizer(self, theta: Theta) -> optax.GradientTransformationExtraArgs:
         m_decays = jnp.asarray(MOMENTUM_DECAYS)
@@ -261,22 +269,13 @@ class VeLO:
                 p1, g1 = jnp.atleast_1d(p), jnp.atleast_1d(g)
                 m1, r1 = m.reshape(p1.shape + m.shape[-1:]), r.reshape(p1.shape + r.shape[-1:])
                 fstep = factored_update(fac, g1, f_decays)
-                axes = tuple(range(p1.ndim))
-                feats = [second_moment_norm(x, axes) for x in _ff_features(p1, g1, m1, r1, fstep)]
                 # the tensor's MLP: 100 x the control-weighted mean of the bank
-                mix = lambda w: 100.0 / P * jnp.tensordot(controls_TP[t], w, 1)  # noqa: E731,B023
-                w0 = jnp.concatenate([mix(bank[f"w0__{i}"]) for i in range(len(GROUPS))], 0)
-                hid = jax.nn.relu(jnp.concatenate(feats, -1) @ w0 + mix(bank["b0"]))
-                hid = jax.nn.relu(hid @ mix(bank["w1"]) + mix(bank["b1"]))
-                out = hid @ mix(bank["w2"]) + mix(bank["b2"])
-                scale = jnp.sqrt(jnp.mean(p1 * p1) + 1e-9)
-                step = (
-                    lr_mult_T[t]
-                    * out[..., 0]
-                    * jnp.exp(out[..., 1] * self.exp_mult)
-                    * scale
-                    * self.step_mult
+                mixed = jax.tree_util.tree_map(
+                    lambda w: 100.0 / P * jnp.tensordot(controls_TP[t], w, 1),  # noqa: B023
+                    bank,
                 )
+                lr_scale = lr_mult_T[t] * jnp.sqrt(jnp.mean(p1 * p1) + 1e-9) * self.step_mult
+                step = self._ff_step(p1, g1, m1, r1, fstep, mixed, lr_scale)
                 updates.append(-step.reshape(shape).astype(p.dtype))
                 momenta.append(m)
                 rms.append(r)

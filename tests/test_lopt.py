@@ -106,7 +106,7 @@ def test_lopt_experiment_end_to_end(tmp_path, capsys):
         "--set",
         "eval.seeds=3",
         "--set",
-        "eval.tune_seeds=2",
+        "eval.tune_seeds=3",
         "--set",
         "eval.every=2",
     ]

@@ -10,11 +10,10 @@ import optax
 import pytest
 from flax import nnx
 
-from lopt import LOPTS, AdafacMLPLOpt, InnerTraining, MLPProblem, RNNMLPLOpt, VeLO
+from lopt import LOPTS, AdafacMLPLOpt, RNNMLPLOpt, VeLO
 from lopt.accumulators import factored_dims, factored_init, factored_update
 from lopt.adafac_mlp_lopt import NUM_FEATURES, TIMESCALES
 from lopt.rnn_mlp_lopt import NUM_PARAM_FEATURES
-from meta.estimators import TruncatedBackprop
 
 SMALL = {
     "mlp": lambda: LOPTS["mlp"](hidden=4),
@@ -44,8 +43,9 @@ def test_factored_statistics_by_hand():
     row_factor = (v_row / (v_row.mean() + 1e-9)) ** -0.5
     col_factor = v_col**-0.5
     expected = g * row_factor[None, :] * col_factor[:, None]
-    np.testing.assert_allclose(out.fac_g[..., 0], expected, rtol=1e-5)
-    np.testing.assert_allclose(out.row_feat[..., 0], np.broadcast_to(v_row, g.shape), rtol=1e-6)
+    np.testing.assert_allclose(out.fac_g(jnp.asarray(g))[..., 0], expected, rtol=1e-5)
+    np.testing.assert_allclose(out.row[0, :, 0], v_row, rtol=1e-6)  # broadcast over rows
+    assert out.row.shape == (1, 2, 1) and out.col.shape == (3, 1, 1)
     vec = factored_update(factored_init(jnp.ones(3), 1), jnp.array([1.0, 2.0, 3.0]), decays)
     np.testing.assert_allclose(vec.state.v_diag[:, 0], 0.5 * np.array([1.0, 4.0, 9.0]), rtol=1e-6)
 
@@ -86,6 +86,29 @@ def test_rnn_mlp_update_by_hand():
     np.testing.assert_allclose(updates["p"], expected, rtol=1e-5)
     np.testing.assert_allclose(state.momenta["p"][:, 0], 0.5 * clipped, rtol=1e-6)
     assert NUM_PARAM_FEATURES == 23 and state.from_mlp.shape == (1, lopt.from_mlp)
+
+
+@pytest.mark.parametrize("name", ["adafac_mlp", "velo"])
+def test_blocks_of_rows_change_nothing(name, monkeypatch):
+    """Big tensors go through the per-parameter MLP a block of rows at a time (the last block
+    padded); the updates are those of the whole tensor at once."""
+    from lopt import blocks
+
+    learned = SMALL[name]()
+    theta = learned.init(jax.random.key(0))
+    keys = jax.random.split(jax.random.key(1), 4)
+    params = {"a": jax.random.normal(keys[0], (37, 11)), "b": jax.random.normal(keys[1], (7, 5, 3))}
+    grads = {"a": jax.random.normal(keys[2], (37, 11)), "b": jax.random.normal(keys[3], (7, 5, 3))}
+
+    def updates():
+        opt = learned.optimizer(theta)
+        return opt.update(grads, opt.init(params), params, loss=1.0)[0]
+
+    whole = updates()
+    monkeypatch.setattr(blocks, "BLOCK_FLOATS", 40)  # 3 rows of "a", 2 of "b" per block
+    blocked = updates()
+    for k in params:
+        np.testing.assert_allclose(blocked[k], whole[k], rtol=1e-5, atol=1e-9)
 
 
 @pytest.fixture(scope="module", params=sorted(SMALL))
@@ -134,12 +157,22 @@ def test_nnx_optimizer(small):
     assert not np.array_equal(np.asarray(model.kernel[...]), before)
 
 
-def test_meta_gradient_through_inner_training(small):
+def test_meta_gradient_through_inner_steps(small):
+    """Backprop from the loss after two inner steps to every meta-parameter that acts on the
+    update (the estimators do the same through `InnerTraining`; see test_lopt.py)."""
     lopt, theta = small
-    task = InnerTraining(lopt, MLPProblem("projected:base=digits,dim=8", (8,), 16), horizon=6)
-    est = TruncatedBackprop(task, num_workers=2, truncation=3, stagger=False)
-    out = jax.jit(est.estimate)(theta, est.init(jax.random.key(1), theta), jax.random.key(2), 0)
-    leaves = jax.tree_util.tree_leaves(out.grad)
-    assert np.isfinite(float(out.loss))
+    params, loss = _problem()
+
+    def meta_loss(theta):
+        opt = lopt.optimizer(theta)
+        p, s = params, opt.init(params)
+        for _ in range(2):
+            value, grads = jax.value_and_grad(loss)(p)
+            updates, s = opt.update(grads, s, p, loss=value)
+            p = optax.apply_updates(p, updates)
+        return loss(p)
+
+    grads = jax.jit(jax.grad(meta_loss))(theta)
+    leaves = jax.tree_util.tree_leaves(grads)
     assert all(bool(jnp.isfinite(g).all()) for g in leaves)
     assert sum(float(jnp.abs(g).sum()) for g in leaves) > 0
