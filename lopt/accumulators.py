@@ -91,8 +91,3 @@ def factored_update(state: Factored, g: jax.Array, decays: jax.Array) -> Factore
         jnp.expand_dims(row_factor, d0),
         jnp.expand_dims(col_factor, d1),
     )
-
-
-def second_moment_norm(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
-    """x over the root of its mean square along `axes` (each feature channel separately)."""
-    return x * jax.lax.rsqrt(1e-5 + jnp.mean(x * x, axis=axes, keepdims=True))

@@ -27,15 +27,17 @@ def feature_scales(groups: Sequence[jax.Array], ndim: int) -> list[jax.Array]:
 def row_blocks(
     fn: Callable[..., jax.Array], sources: Sequence[jax.Array], shape: tuple[int, ...]
 ) -> jax.Array:
-    """fn(*sources) -> [*shape, k], evaluated on blocks of rows (axis 0) of a tensor of
+    """fn(*sources) -> [*shape, ...], evaluated on blocks of rows (axis 0) of a tensor of
     `shape`. Sources with a leading axis of shape[0] are sliced; those of size 1 along axis 0
-    (broadcast) are passed whole. fn must broadcast its inputs itself."""
+    (broadcast) are passed whole. fn must broadcast its inputs itself. fn may also return a
+    pair (per-row output, summary): the summaries of the blocks are summed (padding rows are
+    zero in every sliced source, so fn can mask them out with a source of ones)."""
     rows = shape[0]
     per_row = 1
     for s in shape[1:]:
         per_row *= s
     block = max(1, BLOCK_FLOATS // max(per_row, 1))
-    if len(shape) < 2 or block >= rows:
+    if block >= rows:
         return fn(*sources)
     n = -(-rows // block)
     sliced = [s.shape[0] == rows for s in sources]
@@ -54,4 +56,7 @@ def row_blocks(
         return fn(*[next(it) if cut else next(wt) for cut in sliced])
 
     out = jax.lax.map(one, stacked)
+    if isinstance(out, tuple):
+        per_row, summary = out
+        return per_row.reshape((n * block,) + per_row.shape[2:])[:rows], summary.sum(0)
     return out.reshape((n * block,) + out.shape[2:])[:rows]

@@ -22,8 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lopt.accumulators import ema, second_moment_norm
+from lopt.accumulators import ema
 from lopt.base import Theta
+from lopt.blocks import feature_scales, row_blocks
 
 DECAYS = (0.5, 0.9, 0.99, 0.999, 0.9999)
 TIMESCALES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5)
@@ -104,6 +105,28 @@ class RNNMLPLOpt:
             "rnn_to_in": linear(H, self.from_lstm),
             "mlp": [linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)],
         }
+
+    def _mlp_step(self, mlp, w0, bias, g, p, m, r) -> tuple[jax.Array, jax.Array]:
+        """Steps [N] of one flattened tensor and the sum of its MLP's messages, a cache-sized
+        block of parameters at a time."""
+        n = g.shape[0]
+        m, r = m.reshape(n, -1), r.reshape(n, -1)
+
+        def groups(g, p, m, r):
+            inv = jax.lax.rsqrt(r + 1e-6)
+            g, p = g[:, None], p[:, None]
+            return [g, p, jnp.log(jnp.abs(p) + 1e-8), m, r, m * inv, inv]
+
+        scale = jnp.concatenate(feature_scales(groups(g, p, m, r), 1))
+
+        def block(g, p, m, r, valid):
+            out = jnp.concatenate(groups(g, p, m, r), -1) * scale @ w0[:NUM_PARAM_FEATURES] + bias
+            for layer in mlp[1:]:
+                out = jax.nn.relu(out) @ layer["w"] + layer["b"]
+            step = out[:, 0] * jnp.exp(out[:, 1] * self.exp_mult) * self.step_mult
+            return step, jnp.sum(out[:, 2:] * valid[:, None], 0)  # padding rows masked out
+
+        return row_blocks(block, (g, p, m, r, jnp.ones(n)), (n,))
 
     def optimizer(self, theta: Theta) -> optax.GradientTransformationExtraArgs:
         decays = jnp.asarray(DECAYS)
@@ -193,24 +216,15 @@ class RNNMLPLOpt:
             updates, messages = [], []
             for k, (p, g, m, r) in enumerate(zip(ps, gs, ms, rs, strict=True)):
                 n = max(p.size, 1)
-                g1, p1 = g.reshape(n, 1), p.reshape(n, 1)
-                m1, r1 = m.reshape(n, -1), r.reshape(n, -1)
-                inv = jax.lax.rsqrt(r1 + 1e-6)
-                feats = jnp.concatenate(
-                    [g1, p1, jnp.log(jnp.abs(p1) + 1e-8), m1, r1, m1 * inv, inv], -1
-                )
                 # what is shared by the tensor's parameters enters the first layer as a bias
                 sizes = jnp.stack(
                     [np.log(T) - 1, jnp.log(jnp.linalg.norm(p) + 1e-8), np.log(n)]
                 ).astype(jnp.float32)
                 shared = jnp.concatenate([time, sizes, ff_in_TF[k]])
                 bias = shared @ w0[NUM_PARAM_FEATURES:] + mlp[0]["b"]
-                out = second_moment_norm(feats, (0,)) @ w0[:NUM_PARAM_FEATURES] + bias
-                for layer in mlp[1:]:
-                    out = jax.nn.relu(out) @ layer["w"] + layer["b"]
-                step = out[:, 0] * jnp.exp(out[:, 1] * self.exp_mult) * self.step_mult
+                step, total = self._mlp_step(mlp, w0, bias, g.reshape(n), p.reshape(n), m, r)
                 updates.append(-step.reshape(p.shape).astype(p.dtype))
-                messages.append(jnp.mean(out[:, 2:], 0))
+                messages.append(total / n)
             unflat = tree.unflatten
             return unflat(updates), RNNMLPLOptState(
                 unflat(ms),
