@@ -39,7 +39,6 @@ from meta.optim import OptimConfig
 from meta.results import plot, table, write_json
 
 TRAIN = "train"
-LOPT_OPTIONS = {"hidden"}  # architecture options the config sets when given
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lopt.accumulators import Factored, ema, factored_init, factored_update
+from lopt.accumulators import ema, factored_init, factored_update
 from lopt.base import Theta
 from lopt.blocks import feature_scales, row_blocks
 from meta.errors import UserError
@@ -47,7 +47,7 @@ class LossBuffer(NamedTuple):
 class VeLOState(NamedTuple):
     momenta: optax.Params  # S + (3,)
     rms: optax.Params  # S + (1,)
-    factored: optax.Params  # a `Factored` per tensor
+    factored: optax.Params  # a `lopt.accumulators.Factored` per tensor
     lstm_hidden: jax.Array  # [T, H]; replaced by theta's initial state at step 0
     lstm_cell: jax.Array
     loss: LossBuffer
@@ -292,6 +292,3 @@ class VeLO:
             )
 
         return optax.GradientTransformationExtraArgs(init, update)
-
-
-__all__ = ["Factored", "VeLO", "VeLOState"]
