@@ -21,7 +21,7 @@ import optax
 
 from lopt.accumulators import ema, factored_init, factored_update
 from lopt.base import Theta
-from lopt.blocks import feature_scales, row_blocks
+from lopt.blocks import channel_scales, elementwise_mlp, split
 
 MOMENTUM_DECAYS = (0.9, 0.99, 0.999)
 RMS_DECAYS = (0.999,)
@@ -42,16 +42,23 @@ class AdafacState(NamedTuple):
     step: jax.Array
 
 
-def feature_groups(factored: bool, g, p, m, rms, row, col, fa, fb) -> list[jax.Array]:
-    """The 12 feature groups (28 channels) of a tensor or a block of its rows, each
-    [..., c]; `row`, `col`, `fa`, `fb` come from `FactoredStep` and may be broadcast."""
+def features(factored: bool, g, p, m, rms, row, col, fa, fb) -> list[jax.Array]:
+    """The 28 per-parameter feature channels of a tensor or a block of its rows; `row`,
+    `col`, `fa`, `fb` come from `FactoredStep` and may be broadcast."""
+    d = m.shape[-1]
+    fa, fb = (jnp.broadcast_to(x, x.shape[:-1] + (d,)) for x in (fa, fb))  # fb may be 1 wide
+    m, row, col, fa, fb = split(m), split(row), split(col), split(fa), split(fb)
+    rms = rms[..., 0]
     r = jax.lax.rsqrt(rms + 1e-6)
-    g1 = g[..., None]
+    fac = [a * b for a, b in zip(fa, fb, strict=True)]
     # unfactored tensors: the diagonal estimate stands in for both factors
-    last = m * fa * fb if factored else m * (row + 1e-6) ** -0.5
-    groups = [g1, p[..., None], m, rms, m * r, r, g1 * fa * fb, row, col]
-    groups += [jax.lax.rsqrt(row + 1e-8), jax.lax.rsqrt(col + 1e-8), last]
-    return [jnp.broadcast_to(x, g.shape + x.shape[-1:]) for x in groups]
+    last = (
+        [x * f for x, f in zip(m, fac, strict=True)]
+        if factored
+        else [x * (v + 1e-6) ** -0.5 for x, v in zip(m, row, strict=True)]
+    )
+    out = [g, p, *m, rms, *(x * r for x in m), r, *(g * f for f in fac), *row, *col]
+    return out + [jax.lax.rsqrt(x + 1e-8) for x in row + col] + last
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,18 +120,13 @@ class AdafacMLPLOpt:
                 p1, g1 = jnp.atleast_1d(p), jnp.atleast_1d(g)
                 m1, r1 = m.reshape(p1.shape + m.shape[-1:]), r.reshape(p1.shape + r.shape[-1:])
                 fstep = factored_update(fac, g1, f_dec)
-                groups = functools.partial(feature_groups, fstep.factored)
+                feats = functools.partial(features, fstep.factored)
                 sources = (g1, p1, m1, r1, fstep.row, fstep.col, fstep.factor_a, fstep.factor_b)
-                scale = jnp.concatenate(feature_scales(groups(*sources), p1.ndim))
-
-                def mlp(*block):
-                    x = jnp.concatenate(groups(*block), -1) * scale
-                    h = x @ w0[:NUM_FEATURES] + b0
-                    for i in range(1, n_layers):
-                        h = jax.nn.relu(h) @ nn[f"w{i}"] + nn[f"b{i}"]
-                    return h[..., 0] * jnp.exp(h[..., 1] * self.exp_mult) * self.step_mult
-
-                step = row_blocks(mlp, sources, p1.shape)
+                scale = channel_scales(feats, sources, p1.shape, 1e-5)
+                layers = [(w0[:NUM_FEATURES] * scale[:, None], b0)]
+                layers += [(nn[f"w{i}"], nn[f"b{i}"]) for i in range(1, n_layers)]
+                d, mag = elementwise_mlp(layers, feats(*sources), p1.shape)
+                step = d * jnp.exp(mag * self.exp_mult) * self.step_mult
                 return -step.reshape(p.shape).astype(p.dtype), m, r, fstep.state
 
             tree = jax.tree_util.tree_structure(params)
@@ -144,4 +146,5 @@ class AdafacMLPLOpt:
             )
             return updates, AdafacState(momenta, rms, factored, state.step + 1)
 
-        return optax.GradientTransformationExtraArgs(init, update)
+        # jitted: called eagerly, the unrolled per-parameter MLP would dispatch thousands of ops
+        return optax.GradientTransformationExtraArgs(init, jax.jit(update))

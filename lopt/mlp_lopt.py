@@ -16,11 +16,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lopt.accumulators import ema
 from lopt.base import Theta
+from lopt.blocks import channel_scales, elementwise_mlp
 
 DECAYS = (0.5, 0.9, 0.99, 0.999)
 TIMESCALES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
-BLOCK_FLOATS = 2**18  # hidden activations per block of the per-parameter MLP (~1 MB)
 
 
 class MLPLOptState(NamedTuple):
@@ -29,21 +30,11 @@ class MLPLOptState(NamedTuple):
     step: jax.Array
 
 
-def _blocks(fn, arrays: tuple[jax.Array, ...], chunk: int) -> jax.Array:
-    """fn over rows of `arrays` (each [N, ...]), a cache-sized block at a time for big tensors:
-    materializing features and hidden activations for a whole 1M-parameter tensor would stream
-    them through memory at every layer."""
-    n = arrays[0].shape[0]
-    if n <= chunk:
-        return fn(*arrays)
-    blocks = -(-n // chunk)
-
-    def split(a):
-        a = jnp.pad(a, [(0, blocks * chunk - n)] + [(0, 0)] * (a.ndim - 1))
-        return a.reshape((blocks, chunk) + a.shape[1:])
-
-    out = jax.lax.map(lambda xs: fn(*xs), tuple(split(a) for a in arrays))
-    return out.reshape((blocks * chunk,) + out.shape[2:])[:n]
+def _features(g, p, m, v) -> list[jax.Array]:
+    """The per-parameter feature channels (momenta and second moment after this step)."""
+    inv = jax.lax.rsqrt(v + 1e-8)
+    ms = [m[..., i] for i in range(m.shape[-1])]
+    return [g, p, *ms, inv * g] + [inv * x for x in ms]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,18 +63,6 @@ class MLPLOpt:
             for i, (k, a, b) in enumerate(zip(keys, sizes[:-1], sizes[1:], strict=True))
         }
 
-    def _mlp(self, theta: Theta, f_NF: jax.Array, time_T: jax.Array) -> jax.Array:
-        """The MLP on per-parameter features [N, F] and the step features [T] shared by all
-        parameters: their share of the first layer is computed once, not per parameter."""
-        n = len(theta)
-        w0, b0 = theta["layer0"]["w"], theta["layer0"]["b"]
-        f = f_NF.shape[-1]
-        h = f_NF @ w0[:f] + (time_T @ w0[f:] + b0)
-        for i in range(1, n):
-            h = jax.nn.relu(h)
-            h = h @ theta[f"layer{i}"]["w"] + theta[f"layer{i}"]["b"]
-        return h
-
     def optimizer(self, theta: Theta) -> optax.GradientTransformationExtraArgs:
         decays = jnp.asarray(DECAYS)
         scales = jnp.asarray(TIMESCALES)
@@ -103,34 +82,26 @@ class MLPLOpt:
             t = state.step.astype(jnp.float32)
             step_feats = jnp.tanh(t / scales)
 
+            layer0 = theta["layer0"]
+            num_param = self.num_features - len(TIMESCALES)
+            # the step features are shared by all parameters: their share of the first layer
+            # is computed once, as a bias
+            bias0 = step_feats @ layer0["w"][num_param:] + layer0["b"]
+            rest = [
+                (theta[f"layer{i}"]["w"], theta[f"layer{i}"]["b"]) for i in range(1, len(theta))
+            ]
+
             def one(g, p, m, v):
-                m = decays * m + (1 - decays) * g[..., None]
+                m = ema(m, g, decays)
                 v = 0.999 * v + 0.001 * g * g
-                inv = jax.lax.rsqrt(v + 1e-8)
-                # each feature is normalized by its root mean square over the tensor; the
-                # statistics come from fused reductions, the features are built per block
-                lead = tuple(range(g.ndim))
-                sq = jnp.concatenate(
-                    [
-                        jnp.stack([jnp.mean(g * g), jnp.mean(p * p)]),
-                        jnp.mean(m * m, lead),
-                        jnp.mean(inv * inv * g * g)[None],
-                        jnp.mean((inv * inv)[..., None] * m * m, lead),
-                    ]
-                )
-                scale = jax.lax.rsqrt(sq + 1e-12)
-
-                def block(g, p, m, inv):
-                    feats = jnp.concatenate(
-                        [g[:, None], p[:, None], m, (inv * g)[:, None], inv[:, None] * m], axis=-1
-                    )
-                    out = self._mlp(theta, feats * scale, step_feats)
-                    return self.step_mult * out[:, 0] * jnp.exp(self.exp_mult * out[:, 1])
-
-                flat = (g.reshape(-1), p.reshape(-1), m.reshape(-1, len(DECAYS)), inv.reshape(-1))
-                chunk = max(BLOCK_FLOATS // self.hidden, 1024)
-                step = _blocks(block, flat, chunk).reshape(g.shape)
-                return -step.astype(p.dtype), m, v
+                sources = [jnp.atleast_1d(x) for x in (g, p, v)]
+                sources.insert(2, m.reshape(sources[0].shape + (len(DECAYS),)))
+                # each feature is normalized by its root mean square over the tensor
+                scale = channel_scales(_features, sources, sources[0].shape, 1e-12)
+                layers = [(layer0["w"][:num_param] * scale[:, None], bias0), *rest]
+                d, mag = elementwise_mlp(layers, _features(*sources), sources[0].shape)
+                step = self.step_mult * d * jnp.exp(self.exp_mult * mag)
+                return -step.reshape(g.shape).astype(p.dtype), m, v
 
             tree = jax.tree_util.tree_structure(params)
             results = [
@@ -146,4 +117,5 @@ class MLPLOpt:
             updates, momenta, rms = (tree.unflatten(r) for r in zip(*results, strict=True))
             return updates, MLPLOptState(momenta, rms, state.step + 1)
 
-        return optax.GradientTransformationExtraArgs(init, update)
+        # jitted: called eagerly, the unrolled per-parameter MLP would dispatch thousands of ops
+        return optax.GradientTransformationExtraArgs(init, jax.jit(update))

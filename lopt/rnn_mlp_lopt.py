@@ -24,7 +24,7 @@ import optax
 
 from lopt.accumulators import ema
 from lopt.base import Theta
-from lopt.blocks import feature_scales, row_blocks
+from lopt.blocks import channel_scales, row_blocks, split
 
 DECAYS = (0.5, 0.9, 0.99, 0.999, 0.9999)
 TIMESCALES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5)
@@ -112,15 +112,17 @@ class RNNMLPLOpt:
         n = g.shape[0]
         m, r = m.reshape(n, -1), r.reshape(n, -1)
 
-        def groups(g, p, m, r):
+        def features(g, p, m, r):
             inv = jax.lax.rsqrt(r + 1e-6)
-            g, p = g[:, None], p[:, None]
-            return [g, p, jnp.log(jnp.abs(p) + 1e-8), m, r, m * inv, inv]
+            m, r, inv = split(m), split(r), split(inv)
+            mi = [a * b for a, b in zip(m, inv, strict=True)]
+            return [g, p, jnp.log(jnp.abs(p) + 1e-8), *m, *r, *mi, *inv]
 
-        scale = jnp.concatenate(feature_scales(groups(g, p, m, r), 1))
+        scale = channel_scales(features, (g, p, m, r), (n,), 1e-5)
 
         def block(g, p, m, r, valid):
-            out = jnp.concatenate(groups(g, p, m, r), -1) * scale @ w0[:NUM_PARAM_FEATURES] + bias
+            x = jnp.stack(features(g, p, m, r), -1) * scale
+            out = x @ w0[:NUM_PARAM_FEATURES] + bias
             for layer in mlp[1:]:
                 out = jax.nn.relu(out) @ layer["w"] + layer["b"]
             step = out[:, 0] * jnp.exp(out[:, 1] * self.exp_mult) * self.step_mult

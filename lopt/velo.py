@@ -24,7 +24,7 @@ import optax
 
 from lopt.accumulators import ema, factored_init, factored_update
 from lopt.base import Theta
-from lopt.blocks import feature_scales, row_blocks
+from lopt.blocks import channel_scales, elementwise_mlp, split
 from meta.errors import UserError
 
 MOMENTUM_DECAYS = (0.9, 0.99, 0.999)
@@ -116,16 +116,25 @@ def _linear(w: Theta, x: jax.Array) -> jax.Array:
     return x @ w["w"] + w["b"]
 
 
-def _ff_groups(factored: bool, p, g, m, rms, row, col, fa, fb) -> list[jax.Array]:
-    """The 14 per-parameter feature groups [..., c] of a tensor or a block of its rows
-    (moments after this step; `row`, `col`, `fa`, `fb` from `FactoredStep`, maybe broadcast)."""
+def _ff_features(factored: bool, p, g, m, rms, row, col, fa, fb) -> list[jax.Array]:
+    """The 39 per-parameter feature channels (14 groups, see GROUPS) of a tensor or a block of
+    its rows (moments after this step; `row`, `col`, `fa`, `fb` from `FactoredStep`, maybe
+    broadcast)."""
+    d = m.shape[-1]
+    fa, fb = (jnp.broadcast_to(x, x.shape[:-1] + (d,)) for x in (fa, fb))  # fb may be 1 wide
+    m, row, col, fa, fb = split(m), split(row), split(col), split(fa), split(fb)
+    rms = rms[..., 0]
     r = jax.lax.rsqrt(rms + 1e-6)
-    g1 = g[..., None]
+    fac = [a * b for a, b in zip(fa, fb, strict=True)]
     # unfactored tensors: the diagonal estimate stands in for both factors (no epsilon here)
-    last = m * fa * fb if factored else m * row**-0.5
-    groups = [g1, jnp.clip(g1, -0.1, 0.1), p[..., None], m, rms, m * r, r, g1 * fa * fb, g1 * r]
-    groups += [row, col, jax.lax.rsqrt(row + 1e-8), jax.lax.rsqrt(col + 1e-8), last]
-    return [jnp.broadcast_to(x, g.shape + x.shape[-1:]) for x in groups]
+    last = (
+        [x * f for x, f in zip(m, fac, strict=True)]
+        if factored
+        else [x * v**-0.5 for x, v in zip(m, row, strict=True)]
+    )
+    out = [g, jnp.clip(g, -0.1, 0.1), p, *m, rms, *(x * r for x in m), r]
+    out += [*(g * f for f in fac), g * r, *row, *col]
+    return out + [jax.lax.rsqrt(x + 1e-8) for x in row + col] + last
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,18 +196,13 @@ class VeLO:
 
     def _ff_step(self, p, g, m, rms, fstep, w: Theta, lr_scale: jax.Array) -> jax.Array:
         """The step of one tensor (rank >= 1) from its mixed per-parameter MLP `w`."""
-        groups = functools.partial(_ff_groups, fstep.factored)
+        feats = functools.partial(_ff_features, fstep.factored)
         sources = (p, g, m, rms, fstep.row, fstep.col, fstep.factor_a, fstep.factor_b)
-        scale = jnp.concatenate(feature_scales(groups(*sources), p.ndim))
+        scale = channel_scales(feats, sources, p.shape, 1e-5)
         w0 = jnp.concatenate([w[f"w0__{i}"] for i in range(len(GROUPS))], 0)
-
-        def mlp(*block):
-            x = jnp.concatenate(groups(*block), -1) * scale
-            hid = jax.nn.relu(x @ w0 + w["b0"])
-            out = jax.nn.relu(hid @ w["w1"] + w["b1"]) @ w["w2"] + w["b2"]
-            return lr_scale * out[..., 0] * jnp.exp(out[..., 1] * self.exp_mult)
-
-        return row_blocks(mlp, sources, p.shape)
+        layers = [(w0 * scale[:, None], w["b0"]), (w["w1"], w["b1"]), (w["w2"], w["b2"])]
+        d, mag, _ = elementwise_mlp(layers, feats(*sources), p.shape)
+        return lr_scale * d * jnp.exp(mag * self.exp_mult)
 
     def optimizer(self, theta: Theta) -> optax.GradientTransformationExtraArgs:
         m_decays = jnp.asarray(MOMENTUM_DECAYS)
@@ -291,4 +295,5 @@ class VeLO:
                 state.iteration + 1,
             )
 
-        return optax.GradientTransformationExtraArgs(init, update)
+        # jitted: called eagerly, the unrolled per-parameter MLP would dispatch thousands of ops
+        return optax.GradientTransformationExtraArgs(init, jax.jit(update))

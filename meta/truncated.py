@@ -66,13 +66,21 @@ def unroll(
     """`length` inner steps of one worker; an episode that ends restarts from a fresh state.
     Step i draws its randomness from fold_in(key, i)."""
 
+    def successor(w: Worker) -> InnerState:
+        return task.init(jax.random.fold_in(w.key, w.episode + 1))
+
+    # a window no longer than an episode ends at most one: the next episode's fresh state is
+    # then made once per window, not at every step (vectorized, every step would pay for it)
+    once = task.horizon is not None and length <= task.horizon
+    next_fresh = successor(worker) if once else None
+
     def body(w: Worker, i: jax.Array):
         inner, loss = task.step(theta, w.inner, jax.random.fold_in(key, i))
         t = w.t + 1
         done = jnp.asarray(False) if task.horizon is None else t >= task.horizon
         nxt = Worker(inner, t, w.episode, w.key)
         if task.horizon is not None:
-            fresh = task.init(jax.random.fold_in(w.key, w.episode + 1))
+            fresh = next_fresh if once else successor(w)
             pick = lambda a, b: jnp.where(done, a, b)  # noqa: E731
             nxt = Worker(
                 jax.tree_util.tree_map(pick, fresh, inner),

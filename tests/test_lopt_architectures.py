@@ -88,10 +88,63 @@ def test_rnn_mlp_update_by_hand():
     assert NUM_PARAM_FEATURES == 23 and state.from_mlp.shape == (1, lopt.from_mlp)
 
 
-@pytest.mark.parametrize("name", ["adafac_mlp", "rnn_mlp", "velo"])
+def test_channel_sums_in_blocks(monkeypatch):
+    """Feature statistics summed a block of rows at a time (plus the rows left over), with a
+    broadcast source, equal the sums over the whole tensor."""
+    from lopt import blocks
+
+    a = jax.random.normal(jax.random.key(0), (37, 11, 2))
+    col = jax.random.normal(jax.random.key(1), (1, 11, 2))  # broadcast along the rows
+
+    def features(a, col):
+        return [a[..., 0], a[..., 1] * col[..., 0], col[..., 1], jnp.exp(a[..., 0])]
+
+    whole = np.stack([np.sum(np.broadcast_to(f, (37, 11)) ** 2) for f in features(a, col)])
+    monkeypatch.setattr(blocks, "BLOCK_FLOATS", 33)  # 3 rows per block: 12 blocks + 1 row
+    np.testing.assert_allclose(blocks.channel_sums(features, (a, col), (37, 11)), whole, rtol=1e-5)
+    scales = blocks.channel_scales(features, (a, col), (37, 11), 1e-5)
+    np.testing.assert_allclose(scales, 1 / np.sqrt(1e-5 + whole / (37 * 11)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(6, 200), (40, 3), (7,)])
+def test_elementwise_mlp_is_the_mlp(shape):
+    """The MLP unrolled over units equals the same MLP as matrix products on [N, channels],
+    for broadcast channels and for tensors flattened for their short last axis."""
+    from lopt import blocks
+    from lopt.blocks import elementwise_mlp
+
+    keys = jax.random.split(jax.random.key(0), 8)
+    xs = [jax.random.normal(keys[0], shape), jax.random.normal(keys[1], shape[:-1] + (1,))]
+    xs.append(jnp.tanh(xs[0]))
+    sizes = (3, 5, 4, 2)
+    layers = [
+        (jax.random.normal(k, (a, b)), jax.random.normal(jax.random.fold_in(k, 1), (b,)))
+        for k, a, b in zip(keys[2:], sizes[:-1], sizes[1:], strict=False)
+    ]
+    h = jnp.stack([jnp.broadcast_to(x, shape) for x in xs], -1)
+    for i, (w, b) in enumerate(layers):
+        h = (jax.nn.relu(h) if i else h) @ w + b
+    out = jax.jit(lambda xs: elementwise_mlp(layers, xs, shape))(xs)
+    assert [o.shape for o in out] == [shape, shape]
+    np.testing.assert_allclose(jnp.stack(out, -1), h, rtol=1e-5, atol=1e-5)
+
+    def weighted(f):  # a scalar of the outputs, for gradients
+        return lambda layers, xs: sum(jnp.sum(o * (k + 1)) for k, o in enumerate(f(layers, xs)))
+
+    dense = blocks._dense_mlp
+    grads = jax.grad(weighted(lambda w, x: elementwise_mlp(w, x, shape)), (0, 1))(layers, xs)
+    expected = jax.grad(weighted(lambda w, x: dense(w, x, shape)), (0, 1))(layers, xs)
+    assert grads[1][1].shape == xs[1].shape  # the broadcast channel's gradient is summed
+    for g, e in zip(*map(jax.tree_util.tree_leaves, (grads, expected)), strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="layer 0 expects 3 inputs, got 2"):
+        elementwise_mlp(layers, xs[:2], shape)
+
+
+@pytest.mark.parametrize("name", ["mlp", "adafac_mlp", "rnn_mlp", "velo"])
 def test_blocks_of_rows_change_nothing(name, monkeypatch):
-    """Big tensors go through the per-parameter MLP a block of rows at a time (the last block
-    padded); the updates are those of the whole tensor at once."""
+    """Big tensors have their feature statistics (and RNNMLPLOpt its MLP) computed a block of
+    rows at a time; the updates are those of the whole tensor at once."""
     from lopt import blocks
 
     learned = SMALL[name]()
