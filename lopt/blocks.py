@@ -5,7 +5,7 @@ the tensor and then runs a tiny MLP on every parameter. Written naively, both st
 [N, channels] and [N, hidden] arrays through memory, and XLA:CPU runs matrix products with a
 few columns at a fraction of its elementwise speed. Instead:
 
-- `channel_sums` builds the features a cache-sized block of rows at a time (`lax.map`) and sums
+- `channel_sums` builds the features a cache-sized block of rows at a time (`fori_loop`) and sums
   the square of every channel there, so each input is read from memory once;
 - `elementwise_mlp` unrolls the MLP over its units: every layer is a sum of scalar-weighted
   arrays, and XLA fuses the features, the normalization and the whole MLP into one loop over
@@ -28,7 +28,16 @@ BLOCK_FLOATS = 2**16  # parameters per block
 Features = Callable[..., Sequence[jax.Array]]
 
 
-def channel_sums(features: Features, sources: Sequence[jax.Array], shape: tuple[int, ...]):
+def _rows_per_block(shape: tuple[int, ...]) -> int:
+    per_row = 1
+    for s in shape[1:]:
+        per_row *= s
+    return max(1, BLOCK_FLOATS // max(per_row, 1))
+
+
+def channel_sums(
+    features: Features, sources: Sequence[jax.Array], shape: tuple[int, ...]
+) -> jax.Array:
     """[channels]: the sum of squares over a tensor of `shape` of every channel of
     `features(*sources)`. Sources either have the tensor's leading axis or size 1 there
     (broadcast)."""
@@ -38,10 +47,7 @@ def channel_sums(features: Features, sources: Sequence[jax.Array], shape: tuple[
         return jnp.stack([jnp.sum(jnp.broadcast_to(x, lead) ** 2) for x in features(*parts)])
 
     rows = shape[0]
-    per_row = 1
-    for s in shape[1:]:
-        per_row *= s
-    block = max(1, BLOCK_FLOATS // max(per_row, 1))
+    block = _rows_per_block(shape)
     if rows < 2 * block:
         return sums(rows, *sources)
     cut = [s.shape[0] == rows for s in sources]
@@ -138,10 +144,7 @@ def row_blocks(
     pair (per-row output, summary): the summaries of the blocks are summed (padding rows are
     zero in every sliced source, so fn can mask them out with a source of ones)."""
     rows = shape[0]
-    per_row = 1
-    for s in shape[1:]:
-        per_row *= s
-    block = max(1, BLOCK_FLOATS // max(per_row, 1))
+    block = _rows_per_block(shape)
     if block >= rows:
         return fn(*sources)
     n = -(-rows // block)
