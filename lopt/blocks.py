@@ -5,11 +5,13 @@ the tensor and then runs a tiny MLP on every parameter. Written naively, both st
 [N, channels] and [N, hidden] arrays through memory, and XLA:CPU runs matrix products with a
 few columns at a fraction of its elementwise speed. Instead:
 
-- `channel_sums` builds the features a cache-sized block of rows at a time (`fori_loop`) and sums
-  the square of every channel there, so each input is read from memory once;
+- `block_sums` builds what a step needs summed over a tensor (the squares of every feature
+  channel, for their normalization; other tensor statistics) a cache-sized block of rows at a
+  time (`fori_loop`), so each input is read from memory once;
 - `elementwise_mlp` unrolls the MLP over its units: every layer is a sum of scalar-weighted
   arrays, and XLA fuses the features, the normalization and the whole MLP into one loop over
-  the parameters that writes nothing but the step.
+  the parameters that writes nothing but the step. Channels that are row or column statistics
+  enter the first layer as partial sums made once at their own size.
 
 Features are described by the arrays they are computed from: full-size ones (gradient, momenta)
 and broadcast ones (Adafactor's row and column statistics, size 1 along some axes).
@@ -28,6 +30,13 @@ BLOCK_FLOATS = 2**16  # parameters per block
 Features = Callable[..., Sequence[jax.Array]]
 
 
+def _size(shape: Sequence[int]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
 def _rows_per_block(shape: tuple[int, ...]) -> int:
     per_row = 1
     for s in shape[1:]:
@@ -35,16 +44,15 @@ def _rows_per_block(shape: tuple[int, ...]) -> int:
     return max(1, BLOCK_FLOATS // max(per_row, 1))
 
 
-def channel_sums(
-    features: Features, sources: Sequence[jax.Array], shape: tuple[int, ...]
-) -> jax.Array:
-    """[channels]: the sum of squares over a tensor of `shape` of every channel of
-    `features(*sources)`. Sources either have the tensor's leading axis or size 1 there
-    (broadcast)."""
+def block_sums(terms: Features, sources: Sequence[jax.Array], shape: tuple[int, ...]) -> jax.Array:
+    """[terms]: the sum over a tensor of `shape` of every array of `terms(*sources)`, each
+    broadcast to the tensor's shape. Sources either have the tensor's leading axis or size 1
+    there (broadcast). One pass over the sources, a block of rows at a time."""
 
     def sums(rows, *parts):
         lead = (rows,) + tuple(shape[1:])
-        return jnp.stack([jnp.sum(jnp.broadcast_to(x, lead) ** 2) for x in features(*parts)])
+        # a broadcast term (row or column statistics) is summed at its own size
+        return jnp.stack([jnp.sum(x) * (_size(lead) // x.size) for x in terms(*parts)])
 
     rows = shape[0]
     block = _rows_per_block(shape)
@@ -70,6 +78,14 @@ def channel_sums(
     if full < rows:  # the rows left over, as one smaller block
         total = total + sums(rows - full, *rows_of(full, rows - full))
     return total
+
+
+def channel_sums(
+    features: Features, sources: Sequence[jax.Array], shape: tuple[int, ...]
+) -> jax.Array:
+    """[channels]: the sum of squares over a tensor of `shape` of every channel of
+    `features(*sources)` (see `block_sums`)."""
+    return block_sums(lambda *s: [x * x for x in features(*s)], sources, shape)
 
 
 def channel_scales(
@@ -109,18 +125,50 @@ def elementwise_mlp(
         fan_in = len(xs) if i == 0 else layers[i - 1][0].shape[1]
         if w.shape[0] != fan_in:
             raise ValueError(f"layer {i} expects {w.shape[0]} inputs, got {fan_in}")
-    # the weights are computed before the loop: fused into it, XLA:CPU's emitter derives them
-    # again at every use (at hidden 32 its compile ran out of memory)
-    layers = jax.lax.optimization_barrier(list(layers))
+    # channels smaller than the tensor (row or column statistics) enter the first layer
+    # through partial sums made once at their own size, not at every parameter
+    shape = tuple(shape)
+    w0, b0 = layers[0]
+    full = [k for k, x in enumerate(xs) if jnp.shape(x) == shape]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for k, x in enumerate(xs):
+        if jnp.shape(x) != shape:
+            groups.setdefault(jnp.shape(x), []).append(k)
+    partials = [
+        [
+            sum((xs[k] * w0[k, j] for k in ks[1:]), xs[ks[0]] * w0[ks[0], j])
+            for ks in groups.values()
+        ]
+        for j in range(w0.shape[1])
+    ]
+    # the weights and partial sums are computed before the loop: fused into it, XLA:CPU's
+    # emitter derives them again at every use (at hidden 32 its compile ran out of memory)
+    layers, partials = jax.lax.optimization_barrier((list(layers), partials))
     # a loop over a short last axis (a 1024 x 10 weight) vectorizes badly: such tensors are
     # flattened (elsewhere that would only split the loop into several)
     flat = (-1,) if len(shape) > 1 and shape[-1] < 128 else shape
-    h = [jnp.broadcast_to(x, shape).reshape(flat) for x in xs]
-    for i, (w, b) in enumerate(layers):
-        if i:
-            h = [jax.nn.relu(x) for x in h]
-        h = [sum((x * w[k, j] for k, x in enumerate(h)), b[j]) for j in range(w.shape[1])]
+
+    def spread(x):
+        return jnp.broadcast_to(x, shape).reshape(flat)
+
+    w0, b0 = layers[0]
+    h = [
+        _sum([spread(xs[k]) * w0[k, j] for k in full] + [spread(x) for x in partials[j]], b0[j])
+        for j in range(w0.shape[1])
+    ]
+    for w, b in layers[1:]:
+        h = [jax.nn.relu(x) for x in h]
+        h = [_sum([x * w[k, j] for k, x in enumerate(h)], b[j]) for j in range(w.shape[1])]
     return [x.reshape(shape) for x in h]
+
+
+def _sum(terms: list[jax.Array], start: jax.Array) -> jax.Array:
+    """start + sum(terms) as up to four interleaved chains of multiply-adds: a single chain
+    leaves the loop waiting on each add's latency (hidden 32 runs ~10% faster)."""
+    n = max(1, min(4, len(terms) // 4))
+    chains = [sum(terms[n::n], terms[0] + start)]
+    chains += [sum(terms[r + n :: n], terms[r]) for r in range(1, n)]
+    return sum(chains[1:], chains[0])
 
 
 def _mlp_fwd(layers, xs, shape):

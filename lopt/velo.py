@@ -14,7 +14,6 @@ research/general_lopt/hyper_v2.py), so `lopt.velo_weights.load_velo` reads the r
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import NamedTuple
 
 import jax
@@ -24,7 +23,7 @@ import optax
 
 from lopt.accumulators import ema, factored_init, factored_update
 from lopt.base import Theta
-from lopt.blocks import channel_scales, elementwise_mlp, split
+from lopt.blocks import block_sums, elementwise_mlp, split
 from meta.errors import UserError
 
 MOMENTUM_DECAYS = (0.9, 0.99, 0.999)
@@ -83,25 +82,46 @@ def _clipped_log(x: jax.Array) -> jax.Array:
     return 0.5 * jnp.clip(jnp.log(1e-8 + jnp.abs(10 * x)), -5, 5)
 
 
-def _lstm_features(p, m, rms, progress: jax.Array, loss_feats: jax.Array) -> jax.Array:
-    """The [30] statistics of one tensor the LSTM reads, from the moments before this step.
-    Statistics are taken relative to the tensor's own scale."""
-    s = jax.lax.rsqrt(jnp.maximum(1e-9, jnp.mean(p * p)))
-    m, rms = m * s, rms * s
-    axes = tuple(range(p.ndim))
-    m_mean = jnp.mean(m, axes)
-    rank = sum(int(d > 1) for d in p.shape)
+def _moment_terms(p, m, rms) -> list[jax.Array]:
+    """What the LSTM's tensor statistics are summed from: p^2, the momenta and their squares,
+    the second moment and its square (all before this step)."""
+    ms, r = split(m), rms[..., 0]
+    return [p * p, *ms, *(x * x for x in ms), r, r * r]
+
+
+NUM_MOMENT_TERMS = 3 + 2 * len(MOMENTUM_DECAYS)
+
+
+def _lstm_features_from(
+    sums: jax.Array, shape: tuple[int, ...], progress: jax.Array, loss_feats: jax.Array
+) -> jax.Array:
+    """The [30] statistics of one tensor of `shape` the LSTM reads, from the sums of
+    `_moment_terms`. Statistics are taken relative to the tensor's own scale; spreads come from
+    sums of squares, so one pass over the tensor gives them all."""
+    n = max(1, int(np.prod(shape)))
+    k = len(MOMENTUM_DECAYS)
+    mean_p2, m1, m2 = sums[0] / n, sums[1 : 1 + k] / n, sums[1 + k : 1 + 2 * k] / n
+    r1, r2 = sums[1 + 2 * k] / n, sums[2 + 2 * k] / n
+    s = jax.lax.rsqrt(jnp.maximum(1e-9, mean_p2))
+    m_mean = s * m1
+    rank = sum(int(d > 1) for d in shape)
     return jnp.concatenate(
         [
             jnp.tanh(10 * (progress - jnp.asarray(FRACTIONS))),
             loss_feats,
-            _clipped_log(jnp.mean(rms, axes)),
+            _clipped_log(s * r1)[None],
             jax.nn.one_hot(rank, 5) if rank < 5 else jnp.zeros(5),
-            _clipped_log(jnp.mean((m - m_mean) ** 2, axes)),
+            _clipped_log(jnp.maximum(0.0, s * s * m2 - m_mean**2)),
             # centred on the momentum mean, as in the released optimizer (3 values, not 1)
-            _clipped_log(jnp.mean((rms - m_mean) ** 2, axes)),
+            _clipped_log(jnp.maximum(0.0, s * s * r2 - 2 * s * r1 * m_mean + m_mean**2)),
         ]
     )
+
+
+def _lstm_features(p, m, rms, progress: jax.Array, loss_feats: jax.Array) -> jax.Array:
+    """`_lstm_features_from` for a whole tensor p with momenta m [..., 3] and rms [..., 1]."""
+    sums = jnp.stack([jnp.sum(x) for x in _moment_terms(p, m, rms)])
+    return _lstm_features_from(sums, p.shape, progress, loss_feats)
 
 
 def _lstm(w: Theta, x_TI: jax.Array, h_TH: jax.Array, c_TH: jax.Array):
@@ -117,7 +137,7 @@ def _linear(w: Theta, x: jax.Array) -> jax.Array:
 
 
 def _ff_features(factored: bool, p, g, m, rms, row, col, fa, fb) -> list[jax.Array]:
-    """The 39 per-parameter feature channels (14 groups, see GROUPS) of a tensor or a block of
+    """The 30 per-parameter feature channels (14 groups, see GROUPS) of a tensor or a block of
     its rows (moments after this step; `row`, `col`, `fa`, `fb` from `FactoredStep`, maybe
     broadcast)."""
     d = m.shape[-1]
@@ -194,14 +214,15 @@ class VeLO:
             "ff_mod_stack": {"~": ff},
         }
 
-    def _ff_step(self, p, g, m, rms, fstep, w: Theta, lr_scale: jax.Array) -> jax.Array:
-        """The step of one tensor (rank >= 1) from its mixed per-parameter MLP `w`."""
-        feats = functools.partial(_ff_features, fstep.factored)
-        sources = (p, g, m, rms, fstep.row, fstep.col, fstep.factor_a, fstep.factor_b)
-        scale = channel_scales(feats, sources, p.shape, 1e-5)
+    def _ff_step(self, sources, factored: bool, sums, w: Theta, lr_scale: jax.Array):
+        """The step of one tensor (rank >= 1) from its mixed per-parameter MLP `w`, given the
+        sums of squares of its feature channels."""
+        p = sources[0]
+        scale = jax.lax.rsqrt(1e-5 + sums / max(p.size, 1))
         w0 = jnp.concatenate([w[f"w0__{i}"] for i in range(len(GROUPS))], 0)
         layers = [(w0 * scale[:, None], w["b0"]), (w["w1"], w["b1"]), (w["w2"], w["b2"])]
-        d, mag, _ = elementwise_mlp(layers, feats(*sources), p.shape)
+        feats = _ff_features(factored, *sources)
+        d, mag, _ = elementwise_mlp(layers, feats, p.shape)
         return lr_scale * d * jnp.exp(mag * self.exp_mult)
 
     def optimizer(self, theta: Theta) -> optax.GradientTransformationExtraArgs:
@@ -245,10 +266,30 @@ class VeLO:
             gs = [jnp.clip(g, -GRAD_CLIP, GRAD_CLIP) for g in tree.flatten_up_to(grads)]
             ms = tree.flatten_up_to(state.momenta)
             rs = tree.flatten_up_to(state.rms)
+            facs = tree.flatten_up_to(state.factored)
+
+            def advance(g, m, r):  # the moments after this step
+                return ema(m, g, m_decays), ema(r, g * g, r_decays)
+
+            # one pass over every tensor sums both what the LSTM reads (moments before this
+            # step) and the squares of the MLP's feature channels (moments after it)
+            tensors = []
+            for p, g, m, r, fac in zip(ps, gs, ms, rs, facs, strict=True):
+                p1, g1 = jnp.atleast_1d(p), jnp.atleast_1d(g)
+                m1, r1 = m.reshape(p1.shape + m.shape[-1:]), r.reshape(p1.shape + r.shape[-1:])
+                fstep = factored_update(fac, g1, f_decays)
+                extra_sources = (fstep.row, fstep.col, fstep.factor_a, fstep.factor_b)
+
+                def terms(p, g, m, r, *rest, factored=fstep.factored):
+                    feats = _ff_features(factored, p, g, *advance(g, m, r), *rest)
+                    return _moment_terms(p, m, r) + [x * x for x in feats]
+
+                sums = block_sums(terms, (p1, g1, m1, r1, *extra_sources), p1.shape)
+                tensors.append((p1, g1, m1, r1, fstep, extra_sources, sums))
             x_TI = jnp.stack(
                 [
-                    _lstm_features(p, m, r, progress, loss_feats)
-                    for p, m, r in zip(ps, ms, rs, strict=True)
+                    _lstm_features_from(t[-1][:NUM_MOMENT_TERMS], p.shape, progress, loss_feats)
+                    for p, t in zip(ps, tensors, strict=True)
                 ]
             )
 
@@ -265,24 +306,24 @@ class VeLO:
             bank = theta["ff_mod_stack"]["~"]
             P = controls_TP.shape[-1]
             updates, momenta, rms, factored = [], [], [], []
-            facs = tree.flatten_up_to(state.factored)
-            for t, (p, g, m, r, fac) in enumerate(zip(ps, gs, ms, rs, facs, strict=True)):
-                m = ema(m, g, m_decays)
-                r = ema(r, g * g, r_decays)
-                shape = p.shape
-                p1, g1 = jnp.atleast_1d(p), jnp.atleast_1d(g)
-                m1, r1 = m.reshape(p1.shape + m.shape[-1:]), r.reshape(p1.shape + r.shape[-1:])
-                fstep = factored_update(fac, g1, f_decays)
+            for t, (p, (p1, g1, m1, r1, fstep, extra_sources, sums)) in enumerate(
+                zip(ps, tensors, strict=True)
+            ):
+                m1, r1 = advance(g1, m1, r1)
                 # the tensor's MLP: 100 x the control-weighted mean of the bank
                 mixed = jax.tree_util.tree_map(
                     lambda w: 100.0 / P * jnp.tensordot(controls_TP[t], w, 1),  # noqa: B023
                     bank,
                 )
-                lr_scale = lr_mult_T[t] * jnp.sqrt(jnp.mean(p1 * p1) + 1e-9) * self.step_mult
-                step = self._ff_step(p1, g1, m1, r1, fstep, mixed, lr_scale)
-                updates.append(-step.reshape(shape).astype(p.dtype))
-                momenta.append(m)
-                rms.append(r)
+                mean_p2 = sums[0] / p1.size
+                lr_scale = lr_mult_T[t] * jnp.sqrt(mean_p2 + 1e-9) * self.step_mult
+                sources = (p1, g1, m1, r1, *extra_sources)
+                step = self._ff_step(
+                    sources, fstep.factored, sums[NUM_MOMENT_TERMS:], mixed, lr_scale
+                )
+                updates.append(-step.reshape(p.shape).astype(p.dtype))
+                momenta.append(m1.reshape(p.shape + m1.shape[-1:]))
+                rms.append(r1.reshape(p.shape + r1.shape[-1:]))
                 factored.append(fstep.state)
             unflat = tree.unflatten
             return unflat(updates), VeLOState(

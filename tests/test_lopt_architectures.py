@@ -109,14 +109,17 @@ def test_channel_sums_in_blocks(monkeypatch):
 @pytest.mark.parametrize("shape", [(6, 200), (40, 3), (7,)])
 def test_elementwise_mlp_is_the_mlp(shape):
     """The MLP unrolled over units equals the same MLP as matrix products on [N, channels],
-    for broadcast channels and for tensors flattened for their short last axis."""
+    for broadcast channels (row and column statistics, entering through partial sums) and for
+    tensors flattened for their short last axis."""
     from lopt import blocks
     from lopt.blocks import elementwise_mlp
 
     keys = jax.random.split(jax.random.key(0), 8)
     xs = [jax.random.normal(keys[0], shape), jax.random.normal(keys[1], shape[:-1] + (1,))]
     xs.append(jnp.tanh(xs[0]))
-    sizes = (3, 5, 4, 2)
+    xs.append(jnp.exp(xs[1]))  # a second row channel: one partial sum for both
+    xs.append(jax.random.normal(keys[7], (1,) * (len(shape) - 1) + shape[-1:]))  # a column
+    sizes = (5, 5, 4, 2)
     layers = [
         (jax.random.normal(k, (a, b)), jax.random.normal(jax.random.fold_in(k, 1), (b,)))
         for k, a, b in zip(keys[2:], sizes[:-1], sizes[1:], strict=False)
@@ -137,7 +140,7 @@ def test_elementwise_mlp_is_the_mlp(shape):
     assert grads[1][1].shape == xs[1].shape  # the broadcast channel's gradient is summed
     for g, e in zip(*map(jax.tree_util.tree_leaves, (grads, expected)), strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="layer 0 expects 3 inputs, got 2"):
+    with pytest.raises(ValueError, match="layer 0 expects 5 inputs, got 2"):
         elementwise_mlp(layers, xs[:2], shape)
 
 
