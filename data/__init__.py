@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from data.base import SUBSETS, Batch, TaskFamily
+from data.images import Images
 from data.linear import LinearRegression
 from data.projected import Projected
 from data.random_labels import RandomLabels
@@ -12,7 +13,7 @@ from data.spec import build, describe, format_spec, parse_spec
 from meta.errors import UserError
 
 FAMILIES: dict[str, type[TaskFamily]] = {
-    cls.name: cls for cls in (LinearRegression, Projected, RandomLabels)
+    cls.name: cls for cls in (Images, LinearRegression, Projected, RandomLabels)
 }
 
 
@@ -37,6 +38,7 @@ __all__ = [
     "SUBSETS",
     "Batch",
     "TaskFamily",
+    "Images",
     "LinearRegression",
     "Projected",
     "RandomLabels",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import math
 import os
 from pathlib import Path
 
@@ -36,6 +37,35 @@ def load_base(base: str, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
         raise UserError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     x, y = _load_cached(base, split)
     return x, y
+
+
+@functools.lru_cache(maxsize=8)
+def load_normalized(base: str, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """`load_base` with inputs z-normalized: per-feature mean removed, then one global scale
+    (so constant pixels stay finite and images keep their relative contrast)."""
+    x, y = load_base(base, split)
+    x = x - x.mean(0, keepdims=True)
+    return x / max(float(np.sqrt((x**2).mean())), 1e-8), y
+
+
+def check_classes(base: str, y: np.ndarray, num_classes: int) -> None:
+    """Labels permuted among `num_classes` must cover every label of the base."""
+    base_classes = int(y.max()) + 1
+    if base_classes > num_classes:
+        raise UserError(
+            f"base {base!r} has {base_classes} classes but num_classes={num_classes}; "
+            f"num_classes must be at least {base_classes}"
+        )
+
+
+def image_shape(size: int) -> tuple[int, int, int] | None:
+    """(side, side, channels) of a flattened square image of `size` values, channels last, for
+    one or three channels; None when `size` is neither."""
+    for channels in (1, 3):
+        side = math.isqrt(size // channels)
+        if side * side * channels == size:
+            return side, side, channels
+    return None
 
 
 @functools.lru_cache(maxsize=8)

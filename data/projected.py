@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from data.base import Kind, TaskFamily
-from data.datasets import load_base
+from data.datasets import check_classes, load_normalized
 from meta.errors import UserError
 
 
@@ -39,18 +39,10 @@ class Projected(TaskFamily):
             raise UserError(f"projected option dim must be a positive int, got {self.dim}")
         if self.num_classes < 2:
             raise UserError(f"projected option num_classes must be >= 2, got {self.num_classes}")
-        x, y = load_base(self.base, self.split)
-        base_classes = int(y.max()) + 1
-        if base_classes > self.num_classes:
-            raise UserError(
-                f"base {self.base!r} has {base_classes} classes but "
-                f"num_classes={self.num_classes}; "
-                f"num_classes must be at least {base_classes}"
-            )
-        # z-normalize: per-feature mean, one global scale (constant pixels stay finite), so a
-        # projection with A_ij ~ N(0, 1/D_in) gives inputs of unit variance on average.
-        x = x - x.mean(0, keepdims=True)
-        x = x / max(float(np.sqrt((x**2).mean())), 1e-8)
+        # z-normalized, so a projection with A_ij ~ N(0, 1/D_in) gives inputs of unit variance
+        # on average
+        x, y = load_normalized(self.base, self.split)
+        check_classes(self.base, y, self.num_classes)
         # a family first built inside a jit trace must still hold concrete arrays
         with jax.ensure_compile_time_eval():
             object.__setattr__(self, "_x", jnp.asarray(x, jnp.float32))

@@ -21,11 +21,12 @@ import optax
 
 from experiments.bench_icl import median_time
 from lopt import (
+    MLP,
     AdafacMLPLOpt,
     HandDesigned,
+    InnerProblem,
     InnerTraining,
     MLPLOpt,
-    MLPProblem,
     RNNMLPLOpt,
     VeLO,
 )
@@ -70,7 +71,7 @@ def step_time(lopt, theta, repeats: int) -> float:
 
 def pes_throughput(lopt, repeats: int) -> tuple[float, int]:
     """Inner steps per second of PES meta-training (8 tasks, truncation 10, horizon 100)."""
-    problem = MLPProblem("projected:base=digits,dim=64", (32,), 128)  # 64*32+32+32*10+10 params
+    problem = InnerProblem("projected:base=digits,dim=64", MLP((32,)), 128)
     n_params = 64 * 32 + 32 + 32 * 10 + 10
     task = InnerTraining(lopt, problem, horizon=100)
     est = PES(task, num_workers=8, truncation=10, sigma=0.01)

@@ -7,7 +7,9 @@ Each episode trains a fresh one-hidden-layer MLP on one random projection of the
 (widths 32 and 128), 8 PES workers each, windows of 10 steps, workers spread over their
 episodes, 8000 meta-steps; the meta-objective is the mean log training loss.
 `--set estimator=nres|truncated_es|tbptt`, `--set lopt=adafac_mlp|rnn_mlp|velo` swap the
-estimator and the architecture.
+estimator and the architecture; `--set sampled=4` adds four training problems drawn from a
+family of MLPs, CNNs and patch transformers (`lopt.problem_family.ProblemFamily`), and a
+problem SPEC such as `images:base=digits|conv:8x16|128` names one directly.
 
 The report trains fresh problems (tasks unseen in meta-training) with the learned optimizer and
 with Adam whose learning rate is tuned per problem on the half-decade grid 1e-4 .. 1e-1 (best
@@ -26,9 +28,10 @@ import jax
 import numpy as np
 import optax
 
-from lopt import LOPTS, InnerTraining, MLPProblem, VeLO
+from lopt import LOPTS, MLP, InnerProblem, InnerTraining, VeLO
 from lopt.evaluate import curve, describe, runs, tuned
 from lopt.learner import OptimizerLearner
+from lopt.problem_family import ProblemFamily
 from meta.errors import UserError
 from meta.estimators import ESTIMATORS, Mixture, TruncatedBackprop
 from meta.evaluate import Curves
@@ -43,7 +46,8 @@ TRAIN = "train"
 
 @dataclasses.dataclass(frozen=True)
 class LOptEvalConfig:
-    """Held-out problems: SPECs `family|hidden|batch` (hidden as 32x32), or 'train' (the
+    """Held-out problems: SPECs `family|model|batch` (model as 32x32 or conv:8x16, see
+    `lopt.models`), or 'train' (the
     training problems, on unseen tasks). Adam's learning rate is tuned per problem on the first
     `tune_seeds` runs; both are reported over `seeds` runs."""
 
@@ -67,7 +71,11 @@ class Config:
         "projected:base=digits,dim=16|32|128",
         "projected:base=digits,dim=16|128|128",
     )
-    rescale: float = 0.0  # augmentations of the training problems (see MLPProblem)
+    # more training problems drawn from a family of architectures (0: none), see ProblemFamily
+    sampled: int = 0
+    sample: ProblemFamily = ProblemFamily()
+    sample_seed: int = 0
+    rescale: float = 0.0  # augmentations of the training problems (see InnerProblem)
     min_batch: int = 0
     horizon: int = 100
     log_loss: bool = True  # meta-objective: mean log training loss instead of mean loss
@@ -82,7 +90,7 @@ class Config:
     @property
     def family(self) -> str:
         """The first training problem's task family (`metalearn eval --family train`)."""
-        return MLPProblem.from_spec(self.problems[0]).family
+        return InnerProblem.from_spec(self.problems[0]).family
 
     def make_lopt(self):
         if self.lopt not in LOPTS:
@@ -93,11 +101,14 @@ class Config:
             kwargs["ff_hidden" if cls is VeLO else "hidden"] = self.lopt_hidden
         return cls(**kwargs)
 
-    def training_problems(self) -> list[MLPProblem]:
+    def training_problems(self) -> list[InnerProblem]:
         if not self.problems:
             raise UserError("problems must name at least one training problem")
+        if self.sampled < 0:
+            raise UserError(f"sampled must be >= 0 (extra training problems), got {self.sampled}")
         aug = {"rescale": self.rescale, "min_batch": self.min_batch}
-        return [MLPProblem.from_spec(spec, **aug) for spec in self.problems]
+        drawn = self.sample.sample_many(jax.random.key(self.sample_seed), self.sampled, **aug)
+        return [InnerProblem.from_spec(spec, **aug) for spec in self.problems] + drawn
 
     def setup(self) -> Setup:
         if self.estimator not in ESTIMATORS or self.estimator == "full_es":
@@ -125,9 +136,10 @@ class Config:
         self.held_out()  # bad eval specs fail before training
 
         def learner(theta, name):
-            # the examples protocol: an MLP of the first training problem's widths, trained
-            # on the k examples seen for the meta-training horizon
-            hidden = MLPProblem.from_spec(self.problems[0]).hidden
+            # the examples protocol: an MLP (of the first training problem's widths, if that is
+            # an MLP) trained on the k examples seen for the meta-training horizon
+            model = InnerProblem.from_spec(self.problems[0]).model
+            hidden = model.hidden if isinstance(model, MLP) else MLP().hidden
             return OptimizerLearner(lopt, theta, name, hidden, self.horizon)
 
         return Setup(
@@ -139,16 +151,18 @@ class Config:
             report=lambda theta, run_dir, name: self.report(lopt, theta, run_dir, name),
         )
 
-    def held_out(self) -> list[tuple[MLPProblem, bool]]:
+    def held_out(self) -> list[tuple[InnerProblem, bool]]:
         """(problem, optional) pairs."""
         out = []
         for spec, optional in [(s, False) for s in self.eval.problems] + [
             (s, True) for s in self.eval.optional
         ]:
             if spec == TRAIN:
-                out += [(MLPProblem.from_spec(p), optional) for p in self.problems]
+                plain = {"rescale": 0.0, "min_batch": 0}
+                for problem in self.training_problems():
+                    out.append((dataclasses.replace(problem, **plain), optional))
             else:
-                out.append((MLPProblem.from_spec(spec), optional))
+                out.append((InnerProblem.from_spec(spec), optional))
         return out
 
     def report(self, lopt, theta, run_dir: Path, name: str) -> Curves:

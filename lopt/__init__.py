@@ -4,7 +4,9 @@ meta-trained through truncated unrolls of inner training."""
 from lopt.adafac_mlp_lopt import AdafacMLPLOpt
 from lopt.base import HAND_DESIGNED, HandDesigned, LearnedOptimizer
 from lopt.mlp_lopt import MLPLOpt
-from lopt.problems import MLPProblem
+from lopt.models import MLP, ConvNet, PatchTransformer
+from lopt.problem_family import ProblemFamily
+from lopt.problems import InnerProblem
 from lopt.rnn_mlp_lopt import RNNMLPLOpt
 from lopt.training import InnerTraining, train_run
 from lopt.velo import VeLO
@@ -17,10 +19,14 @@ __all__ = [
     "LOPTS",
     "AdafacMLPLOpt",
     "HandDesigned",
+    "ConvNet",
     "InnerTraining",
     "LearnedOptimizer",
     "MLPLOpt",
-    "MLPProblem",
+    "InnerProblem",
+    "MLP",
+    "PatchTransformer",
+    "ProblemFamily",
     "RNNMLPLOpt",
     "VeLO",
     "load_velo",

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lopt.base import HandDesigned, LearnedOptimizer, Theta
-from lopt.problems import MLPProblem
+from lopt.problems import InnerProblem
 from lopt.training import train_run
 from meta.evaluate import Curve
 
@@ -20,7 +20,7 @@ HALF_DECADES = tuple(float(10.0**e) for e in np.arange(-4.0, -0.99, 0.5))  # 1e-
 
 
 def runs(
-    lopt: LearnedOptimizer, theta: Theta, problem: MLPProblem, steps: int, seeds: int, key
+    lopt: LearnedOptimizer, theta: Theta, problem: InnerProblem, steps: int, seeds: int, key
 ) -> tuple[np.ndarray, np.ndarray]:
     """Minibatch losses [seeds, steps] and final training losses [seeds]; run s uses
     fold_in(key, s), so every optimizer sees the same problems and batches."""
@@ -45,7 +45,7 @@ class Tuned(NamedTuple):
 def tuned(
     name: str,
     make,
-    problem: MLPProblem,
+    problem: InnerProblem,
     steps: int,
     seeds: int,
     key,
@@ -70,7 +70,7 @@ def tuned(
     return Tuned(f"{name}(lr={best:.0e})", best, losses, final, finals)
 
 
-def curve(name: str, losses: np.ndarray, problem: MLPProblem, every: int, seed: int) -> Curve:
+def curve(name: str, losses: np.ndarray, problem: InnerProblem, every: int, seed: int) -> Curve:
     """Mean minibatch loss at every `every`-th step (and the last), with standard errors."""
     steps = losses.shape[1]
     at = sorted(set(range(0, steps, every)) | {steps - 1})
@@ -90,6 +90,6 @@ def curve(name: str, losses: np.ndarray, problem: MLPProblem, every: int, seed: 
     )
 
 
-def describe(problem: MLPProblem) -> str:
-    hidden = "x".join(map(str, problem.hidden))
-    return f"mlp[{hidden}] batch {problem.batch_size} on {problem.family}"
+def describe(problem: InnerProblem) -> str:
+    kind, _, sizes = problem.model.spec.rpartition(":")
+    return f"{kind or 'mlp'}[{sizes}] batch {problem.batch_size} on {problem.family}"

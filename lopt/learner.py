@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import optax
 
 from lopt.base import HandDesigned, LearnedOptimizer, Theta
-from lopt.problems import mlp_apply, mlp_init, per_example_loss
+from lopt.models import MLP
+from lopt.problems import per_example_loss
 from meta.errors import UserError
 
 
@@ -38,11 +39,11 @@ class OptimizerLearner:
 
     def prepare(self, family: Any, length: int, budgets: Sequence[int], key: jax.Array):
         out = family.num_classes or 1
-        sizes = (family.input_dim, *self.hidden, out)
+        model = MLP(self.hidden)
         idx = jnp.asarray(budgets)
 
         def per_example(params, x, y):
-            return per_example_loss(mlp_apply(params, x), y, family.num_classes)
+            return per_example_loss(model.apply(params, x), y, family.num_classes)
 
         def one(theta, x_LD, y_L, k, params):
             weight = (jnp.arange(length) < k) / jnp.maximum(k, 1)
@@ -56,14 +57,15 @@ class OptimizerLearner:
                 return (optax.apply_updates(p, updates), s), None
 
             (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, self.steps)
-            o = mlp_apply(params, x_LD[k])
+            o = model.apply(params, x_LD[k][None])[0]
             return o[0] if family.num_classes is None else jnp.argmax(o)
 
         @jax.jit
         def predict_with(theta, x_NLD, y_NL):
             keys = jax.random.split(k_init, x_NLD.shape[0])  # the same inits for every learner
             over_budgets = jax.vmap(one, (None, None, None, 0, None))
-            return jax.vmap(lambda x, y, k: over_budgets(theta, x, y, idx, mlp_init(k, sizes)))(
+            init = lambda k: model.init(k, (family.input_dim,), out)  # noqa: E731
+            return jax.vmap(lambda x, y, k: over_budgets(theta, x, y, idx, init(k)))(
                 x_NLD, y_NL, keys
             )
 

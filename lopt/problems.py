@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import optax
 
 import data
+from lopt.models import MLP, InnerModel, parse_model
 from meta.errors import UserError
 
 
@@ -27,25 +28,6 @@ class ProblemTask(NamedTuple):
     batch: jax.Array  # examples per minibatch this episode (<= batch_size)
 
 
-def mlp_init(key: jax.Array, sizes: tuple[int, ...]) -> dict:
-    """He-initialized weights and zero biases of an MLP with layer `sizes`."""
-    keys = jax.random.split(key, len(sizes) - 1)
-    return {
-        f"layer{i}": {"w": jax.random.normal(k, (a, b)) * jnp.sqrt(2.0 / a), "b": jnp.zeros(b)}
-        for i, (k, a, b) in enumerate(zip(keys, sizes[:-1], sizes[1:], strict=True))
-    }
-
-
-def mlp_apply(params: dict, x: jax.Array) -> jax.Array:
-    """ReLU between layers, none after the last."""
-    n = len(params)
-    for i in range(n):
-        x = x @ params[f"layer{i}"]["w"] + params[f"layer{i}"]["b"]
-        if i < n - 1:
-            x = jax.nn.relu(x)
-    return x
-
-
 def per_example_loss(out: jax.Array, y: jax.Array, num_classes: int | None) -> jax.Array:
     """Squared error (regression) or cross-entropy (classification) per example."""
     if num_classes is None:
@@ -54,10 +36,10 @@ def per_example_loss(out: jax.Array, y: jax.Array, num_classes: int | None) -> j
 
 
 @dataclasses.dataclass(frozen=True)
-class MLPProblem:
-    """An MLP (ReLU, `hidden` widths) fit to one task of `family`, minibatches of
-    `batch_size` examples drawn from the task. E.g. an MLP classifying one random projection of
-    the digits with permuted labels.
+class InnerProblem:
+    """A model (`lopt.models`: MLP, CNN, transformer) fit to one task of `family`, minibatches
+    of `batch_size` examples drawn from the task. E.g. an MLP classifying one random projection
+    of the digits with permuted labels, or a CNN classifying the digits' images.
 
     Augmentations drawn per episode, so one learned optimizer meets many problems:
     `rescale` r > 0 reparameterizes each tensor as params * s with log10 s uniform in [-r, r]
@@ -66,17 +48,14 @@ class MLPProblem:
     """
 
     family: str = "projected:base=digits,dim=16"
-    hidden: tuple[int, ...] = (32,)
+    model: InnerModel = MLP()
     batch_size: int = 128
     rescale: float = 0.0
     min_batch: int = 0
 
     def __post_init__(self) -> None:
-        if any(h < 1 for h in self.hidden) or self.batch_size < 1:
-            raise UserError(
-                f"hidden widths and batch_size must be positive, got {self.hidden} and "
-                f"{self.batch_size}"
-            )
+        if self.batch_size < 1:
+            raise UserError(f"batch_size must be a positive int, got {self.batch_size}")
         if self.rescale < 0:
             raise UserError(f"rescale must be >= 0 (log10 range), got {self.rescale}")
         if not 0 <= self.min_batch <= self.batch_size:
@@ -85,29 +64,33 @@ class MLPProblem:
             )
 
     @classmethod
-    def from_spec(cls, spec: str, **kwargs: Any) -> MLPProblem:
-        """`family|hidden|batch`, hidden widths joined by x: e.g.
-        `projected:base=digits,dim=16|32x32|128`."""
+    def from_spec(cls, spec: str, **kwargs: Any) -> InnerProblem:
+        """`family|model|batch`: e.g. `projected:base=digits,dim=16|32x32|128` (an MLP of two
+        hidden layers of 32), `images:base=digits|conv:8x16|128`; models as in `lopt.models`."""
         parts = spec.split("|")
         try:
             if len(parts) != 3:
                 raise ValueError
-            hidden = tuple(int(h) for h in parts[1].split("x") if h)
             batch = int(parts[2])
         except ValueError:
             raise UserError(
-                f"an inner problem is 'family|hidden|batch' (e.g. "
+                f"an inner problem is 'family|model|batch' (e.g. "
                 f"'projected:base=digits,dim=16|32x32|128'), got {spec!r}"
             ) from None
-        return cls(parts[0], hidden, batch, **kwargs)
+        return cls(parts[0], parse_model(parts[1]), batch, **kwargs)
 
     @property
     def spec(self) -> str:
-        return f"{self.family}|{'x'.join(map(str, self.hidden))}|{self.batch_size}"
+        return f"{self.family}|{self.model.spec}|{self.batch_size}"
 
     @functools.cached_property
     def fam(self) -> data.TaskFamily:
         return data.from_spec(self.family)
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        """Each input's shape: the family's image shape where it has one, else a vector."""
+        return getattr(self.fam, "image_shape", (self.fam.input_dim,))
 
     @property
     def out_size(self) -> int:
@@ -115,7 +98,7 @@ class MLPProblem:
 
     def init(self, key: jax.Array) -> Problem:
         k_task, k_params, k_scale, k_batch = jax.random.split(key, 4)
-        params = mlp_init(k_params, (self.fam.input_dim, *self.hidden, self.out_size))
+        params = self.model.init(k_params, self.in_shape, self.out_size)
         leaves, tree = jax.tree_util.tree_flatten(params)
         logs = jax.random.uniform(k_scale, (len(leaves),), minval=-1, maxval=1) * self.rescale
         scales = tree.unflatten(list(10.0**logs))
@@ -124,8 +107,9 @@ class MLPProblem:
         batch = jax.random.randint(k_batch, (), lo, self.batch_size + 1)
         return Problem(params, ProblemTask(self.fam.sample_task(k_task), scales, batch))
 
-    def apply(self, params: Any, x: jax.Array) -> jax.Array:
-        return mlp_apply(params, x)
+    def apply(self, params: Any, x_BI: jax.Array) -> jax.Array:
+        """The model's outputs for flattened inputs (as the family draws them)."""
+        return self.model.apply(params, x_BI.reshape(x_BI.shape[0], *self.in_shape))
 
     def loss(self, params: Any, task: ProblemTask, key: jax.Array) -> jax.Array:
         """Loss on a fresh minibatch of the task."""

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from lopt.base import LearnedOptimizer, Theta
-from lopt.problems import MLPProblem
+from lopt.problems import InnerProblem
 from meta.truncated import new_worker, unroll
 
 FINAL_BATCH = 1024  # examples on which a run's final training loss is measured
@@ -30,7 +30,7 @@ class InnerTraining:
     late in training as early, instead of being dominated by the first steps)."""
 
     lopt: LearnedOptimizer
-    problem: MLPProblem
+    problem: InnerProblem
     horizon: int
     log_loss: bool = False
 
@@ -47,7 +47,7 @@ class InnerTraining:
 
 
 def train_run(
-    lopt: LearnedOptimizer, theta: Theta, problem: MLPProblem, steps: int, key: jax.Array
+    lopt: LearnedOptimizer, theta: Theta, problem: InnerProblem, steps: int, key: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
     """One inner training run from a fresh problem: its minibatch losses [steps] and its final
     training loss (on FINAL_BATCH fresh examples of the task)."""

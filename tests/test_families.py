@@ -16,6 +16,7 @@ SPECS = [
     "linear_regression:dim=5,noise=0.1",
     "projected:base=digits,dim=6",
     "random:dim=6,num_classes=4,items=3",
+    "images:base=digits,num_classes=12",
 ]
 
 

@@ -12,9 +12,10 @@ import numpy as np
 import optax
 import pytest
 
-from lopt import HandDesigned, InnerTraining, MLPLOpt, MLPProblem
+from lopt import MLP, HandDesigned, InnerProblem, InnerTraining, MLPLOpt
 from lopt.mlp_lopt import DECAYS, TIMESCALES
 from meta.cli import main
+from meta.errors import UserError
 from meta.estimators import TruncatedBackprop
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -59,7 +60,7 @@ def test_mlp_lopt_update_by_hand():
     assert lopt.num_features == 2 + 2 * len(DECAYS) + 1 + len(TIMESCALES)
 
 
-PROBLEM = MLPProblem("projected:base=digits,dim=8", (8,), 16)
+PROBLEM = InnerProblem("projected:base=digits,dim=8", MLP((8,)), 16)
 
 
 def test_meta_gradients_through_inner_training_are_finite():
@@ -104,6 +105,8 @@ def test_lopt_experiment_end_to_end(tmp_path, capsys):
         "--set",
         "eval.problems=train",
         "--set",
+        "eval.optional=",  # the default's MNIST problems would dominate the test's time
+        "--set",
         "eval.seeds=3",
         "--set",
         "eval.tune_seeds=3",
@@ -124,6 +127,39 @@ def test_lopt_experiment_end_to_end(tmp_path, capsys):
     records = json.loads(res.read_text())
     assert [r["learner"] for r in records] == ["lopt", "knn"]
     assert {r["budget_unit"] for r in records} == {"examples"}
+
+
+def test_lopt_experiment_adds_sampled_problems():
+    """`sampled` draws extra training problems; 'train' evaluates them without augmentations."""
+    from experiments.lopt_mlp import Config
+    from lopt import ConvNet, ProblemFamily
+    from lopt.evaluate import describe
+
+    family = ProblemFamily(
+        families=("images:base=digits",),
+        kinds=("conv",),
+        widths=(4, 4),
+        depths=(1, 1),
+        batches=(16, 16),
+    )
+    cfg = Config(
+        problems=("projected:base=digits,dim=8|8|16",),
+        sampled=2,
+        sample=family,
+        rescale=1.0,
+        min_batch=8,
+    )
+    problems = cfg.training_problems()
+    assert [p.spec for p in problems] == [
+        "projected:base=digits,dim=8|8|16",
+        *["images:base=digits|conv:4|16"] * 2,
+    ]
+    assert all(p.rescale == 1.0 and p.min_batch == 8 for p in problems)
+    held = [p for p, _ in cfg.held_out()]
+    assert held[2].model == ConvNet((4,)) and held[2].rescale == 0 and held[2].min_batch == 0
+    assert describe(held[2]) == "conv[4] batch 16 on images:base=digits"
+    with pytest.raises(UserError, match="sampled must be >= 0"):
+        Config(sampled=-1).training_problems()
 
 
 def test_optimizer_learner_sees_only_the_first_k_examples():

@@ -1,0 +1,1 @@
+"""The metalearn test suite (a package, so test modules can share small fixtures)."""
