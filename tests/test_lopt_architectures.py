@@ -107,12 +107,14 @@ def test_channel_sums_in_blocks(monkeypatch):
 
 
 @pytest.mark.parametrize("shape", [(6, 200), (40, 3), (7,)])
-def test_elementwise_mlp_is_the_mlp(shape):
+def test_elementwise_mlp_is_the_mlp(shape, monkeypatch):
     """The MLP unrolled over units equals the same MLP as matrix products on [N, channels],
     for broadcast channels (row and column statistics, entering through partial sums) and for
     tensors flattened for their short last axis."""
     from lopt import blocks
     from lopt.blocks import elementwise_mlp
+
+    monkeypatch.setattr(blocks, "DENSE_BELOW", 0)  # these small tensors unrolled, too
 
     keys = jax.random.split(jax.random.key(0), 8)
     xs = [jax.random.normal(keys[0], shape), jax.random.normal(keys[1], shape[:-1] + (1,))]
@@ -147,7 +149,8 @@ def test_elementwise_mlp_is_the_mlp(shape):
 @pytest.mark.parametrize("name", ["mlp", "adafac_mlp", "rnn_mlp", "velo"])
 def test_blocks_of_rows_change_nothing(name, monkeypatch):
     """Big tensors have their feature statistics (and RNNMLPLOpt its MLP) computed a block of
-    rows at a time; the updates are those of the whole tensor at once."""
+    rows at a time, and their per-parameter MLP unrolled; the updates are those of the whole
+    tensor at once, by matrix products."""
     from lopt import blocks
 
     learned = SMALL[name]()
@@ -162,6 +165,7 @@ def test_blocks_of_rows_change_nothing(name, monkeypatch):
 
     whole = jax.tree_util.tree_leaves(updates())
     monkeypatch.setattr(blocks, "BLOCK_FLOATS", 40)  # 3 rows of "a", 2 of "b" per block
+    monkeypatch.setattr(blocks, "DENSE_BELOW", 0)
     blocked = jax.tree_util.tree_leaves(updates())  # updates and state (RNN's messages)
     for b, w in zip(blocked, whole, strict=True):
         np.testing.assert_allclose(b, w, rtol=1e-5, atol=1e-7)
