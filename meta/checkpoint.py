@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 
 class Checkpointer:
@@ -25,13 +27,30 @@ class Checkpointer:
         return self._manager.latest_step()
 
     def save(self, step: int, state: Any) -> None:
+        # orbax refuses empty arrays (a learned optimizer's unused factored statistics): they
+        # are saved as one-element stand-ins and rebuilt from `like` on restore
+        state = jax.tree_util.tree_map(lambda x: _stand_in(x) if _empty(x) else x, state)
         self._manager.save(step, args=self._ocp.args.StandardSave(state))
 
     def restore(self, step: int, like: Any) -> Any:
         """The state saved at `step`, shaped and typed like `like`."""
-        abstract = jax.tree_util.tree_map(self._ocp.utils.to_shape_dtype_struct, like)
-        return self._manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
+        to_struct = self._ocp.utils.to_shape_dtype_struct
+        abstract = jax.tree_util.tree_map(
+            lambda x: to_struct(_stand_in(x) if _empty(x) else x), like
+        )
+        restored = self._manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
+        return jax.tree_util.tree_map(
+            lambda x, r: jnp.zeros(x.shape, x.dtype) if _empty(x) else r, like, restored
+        )
 
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def _empty(x: Any) -> bool:
+    return getattr(x, "size", 1) == 0
+
+
+def _stand_in(x: Any) -> np.ndarray:
+    return np.zeros((1,), x.dtype)
