@@ -20,7 +20,11 @@ class Checkpointer:
         self._ocp = ocp
         self._manager = ocp.CheckpointManager(
             Path(directory).absolute(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            # synchronous: under a long meta-training step, orbax's background save thread
+            # timed out waiting for its own step folder (a run of AdafacMLPLOpt died so)
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, create=True, enable_async_checkpointing=False
+            ),
         )
 
     def latest_step(self) -> int | None:
