@@ -20,8 +20,8 @@ class Checkpointer:
         self._ocp = ocp
         self._manager = ocp.CheckpointManager(
             Path(directory).absolute(),
-            # synchronous: under a long meta-training step, orbax's background save thread
-            # timed out waiting for its own step folder (a run of AdafacMLPLOpt died so)
+            # synchronous, so a failed save stops the run at once: after a background save
+            # failed, the process hung ten minutes on orbax's signalling thread before exiting
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=keep, create=True, enable_async_checkpointing=False
             ),
