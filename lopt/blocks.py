@@ -11,9 +11,10 @@ few columns at a fraction of its elementwise speed. Instead:
 - `elementwise_mlp` unrolls the MLP over its units: every layer is a sum of scalar-weighted
   arrays, and XLA fuses the features, the normalization and the whole MLP into one loop over
   the parameters that writes nothing but the step. Channels that are row or column statistics
-  enter the first layer as partial sums made once at their own size. Tensors under
-  `DENSE_BELOW` parameters (a small inner problem's) use matrix products instead: there the
-  loop saves little, and its thousands of operations take minutes to trace and compile.
+  enter the first layer as partial sums made once at their own size. Big MLPs (over
+  `DENSE_ABOVE` weights) on tensors under `DENSE_BELOW` parameters (a small inner problem's)
+  use matrix products instead: there the loop saves little, and its thousands of operations
+  take minutes to trace and compile.
 
 Features are described by the arrays they are computed from: full-size ones (gradient, momenta)
 and broadcast ones (Adafactor's row and column statistics, size 1 along some axes).
@@ -28,9 +29,12 @@ import jax
 import jax.numpy as jnp
 
 BLOCK_FLOATS = 2**16  # parameters per block
-# tensors this small run their MLP as matrix products: at hidden 32 the unrolled loop made
-# PES on a 2,410-parameter MLP 10% faster but took 3 minutes instead of 1 to trace and compile
-DENSE_BELOW = 2**14
+# tensors this small run an MLP of more weights than DENSE_ABOVE as matrix products: at hidden
+# 32 (1,728 weights) the unrolled loop made PES on a 2,410-parameter MLP ~10% faster but took
+# 3 minutes instead of 1 to trace and compile; at hidden 4 (~100-200 weights) it traces in
+# seconds and runs that PES ~1.9x faster than matrix products
+DENSE_BELOW = 2**14  # parameters of the tensor
+DENSE_ABOVE = 512  # weights of the MLP
 # sources -> the per-parameter feature channels, each broadcastable to the tensor's shape
 Features = Callable[..., Sequence[jax.Array]]
 
@@ -131,7 +135,7 @@ def elementwise_mlp(
         if w.shape[0] != fan_in:
             raise ValueError(f"layer {i} expects {w.shape[0]} inputs, got {fan_in}")
     shape = tuple(shape)
-    if _size(shape) < DENSE_BELOW:
+    if _size(shape) < DENSE_BELOW and sum(jnp.size(w) for w, _ in layers) > DENSE_ABOVE:
         return _dense_mlp(layers, xs, shape)
     # channels smaller than the tensor (row or column statistics) enter the first layer
     # through partial sums made once at their own size, not at every parameter

@@ -163,6 +163,7 @@ def test_blocks_of_rows_change_nothing(name, monkeypatch):
         opt = learned.optimizer(theta)
         return opt.update(grads, opt.init(params), params, loss=1.0)
 
+    monkeypatch.setattr(blocks, "DENSE_ABOVE", -1)  # small tensors: every MLP as matrix products
     whole = jax.tree_util.tree_leaves(updates())
     monkeypatch.setattr(blocks, "BLOCK_FLOATS", 40)  # 3 rows of "a", 2 of "b" per block
     monkeypatch.setattr(blocks, "DENSE_BELOW", 0)
