@@ -111,14 +111,7 @@ class Config:
             raise UserError(f"sampled must be >= 0 (extra training problems), got {self.sampled}")
         aug = {"rescale": self.rescale, "min_batch": self.min_batch}
         drawn = self.sample.sample_many(jax.random.key(self.sample_seed), self.sampled, **aug)
-        named = []
-        for spec in self.problems:
-            problem = InnerProblem.from_spec(spec)  # min_batch is at most a problem's batch
-            named.append(
-                dataclasses.replace(
-                    problem, rescale=self.rescale, min_batch=min(self.min_batch, problem.batch_size)
-                )
-            )
+        named = [InnerProblem.from_spec(spec).augmented(**aug) for spec in self.problems]
         return named + drawn
 
     def setup(self) -> Setup:
@@ -169,9 +162,8 @@ class Config:
             (s, True) for s in self.eval.optional
         ]:
             if spec == TRAIN:
-                plain = {"rescale": 0.0, "min_batch": 0}
                 for problem in self.training_problems():
-                    out.append((dataclasses.replace(problem, **plain), optional))
+                    out.append((problem.augmented(), optional))
             else:
                 out.append((InnerProblem.from_spec(spec), optional))
         return out

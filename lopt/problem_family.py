@@ -48,7 +48,7 @@ class ProblemFamily:
                 raise UserError(f"{name} must be (low, high) with 1 <= low <= high, got {lo_hi}")
 
     def sample(self, key: jax.Array, **augment) -> InnerProblem:
-        """One inner problem; `augment` (rescale, min_batch) passes to `InnerProblem`."""
+        """One inner problem; `augment` (rescale, min_batch) as in `InnerProblem.augmented`."""
         k_fam, k_kind, k_width, k_depth, k_batch = jax.random.split(key, 5)
         kind = self.kinds[int(jax.random.randint(k_kind, (), 0, len(self.kinds)))]
         families = self._image_families() if kind in IMAGE_KINDS else self.families
@@ -61,9 +61,7 @@ class ProblemFamily:
         width = 2 * max(1, round(_log_uniform(k_width, self.widths) / 2))
         depth = int(jax.random.randint(k_depth, (), self.depths[0], self.depths[1] + 1))
         batch = round(_log_uniform(k_batch, self.batches))
-        if augment.get("min_batch", 0) > batch:
-            augment = {**augment, "min_batch": batch}
-        return InnerProblem(family, _model(kind, width, depth), batch, **augment)
+        return InnerProblem(family, _model(kind, width, depth), batch).augmented(**augment)
 
     def sample_many(self, key: jax.Array, num: int, **augment) -> list[InnerProblem]:
         """`num` problems, draw i from fold_in(key, i)."""

@@ -83,6 +83,11 @@ class InnerProblem:
     def spec(self) -> str:
         return f"{self.family}|{self.model.spec}|{self.batch_size}"
 
+    def augmented(self, rescale: float = 0.0, min_batch: int = 0) -> InnerProblem:
+        """This problem with these augmentations (none by default); a `min_batch` above the
+        batch size is the batch size, so one setting serves problems of every batch size."""
+        return dataclasses.replace(self, rescale=rescale, min_batch=min(min_batch, self.batch_size))
+
     @functools.cached_property
     def fam(self) -> data.TaskFamily:
         return data.from_spec(self.family)
