@@ -21,7 +21,7 @@ import optax
 
 from lopt.accumulators import ema, factored_init, factored_update
 from lopt.base import Theta
-from lopt.blocks import channel_scales, elementwise_mlp, split
+from lopt.blocks import channel_scales, per_parameter_mlp, split
 
 MOMENTUM_DECAYS = (0.9, 0.99, 0.999)
 RMS_DECAYS = (0.999,)
@@ -125,7 +125,7 @@ class AdafacMLPLOpt:
                 scale = channel_scales(feats, sources, p1.shape, 1e-5)
                 layers = [(w0[:NUM_FEATURES] * scale[:, None], b0)]
                 layers += [(nn[f"w{i}"], nn[f"b{i}"]) for i in range(1, n_layers)]
-                d, mag = elementwise_mlp(layers, feats(*sources), p1.shape)
+                d, mag = per_parameter_mlp(layers, feats, sources, p1.shape)
                 step = d * jnp.exp(mag * self.exp_mult) * self.step_mult
                 return -step.reshape(p.shape).astype(p.dtype), m, r, fstep.state
 

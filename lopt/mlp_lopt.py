@@ -18,7 +18,7 @@ import optax
 
 from lopt.accumulators import ema
 from lopt.base import Theta
-from lopt.blocks import channel_scales, elementwise_mlp
+from lopt.blocks import channel_scales, per_parameter_mlp
 
 DECAYS = (0.5, 0.9, 0.99, 0.999)
 TIMESCALES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
@@ -99,7 +99,7 @@ class MLPLOpt:
                 # each feature is normalized by its root mean square over the tensor
                 scale = channel_scales(_features, sources, sources[0].shape, 1e-12)
                 layers = [(layer0["w"][:num_param] * scale[:, None], bias0), *rest]
-                d, mag = elementwise_mlp(layers, _features(*sources), sources[0].shape)
+                d, mag = per_parameter_mlp(layers, _features, sources, sources[0].shape)
                 step = self.step_mult * d * jnp.exp(self.exp_mult * mag)
                 return -step.reshape(g.shape).astype(p.dtype), m, v
 

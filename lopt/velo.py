@@ -14,6 +14,7 @@ research/general_lopt/hyper_v2.py), so `lopt.velo_weights.load_velo` reads the r
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
@@ -23,7 +24,7 @@ import optax
 
 from lopt.accumulators import ema, factored_init, factored_update
 from lopt.base import Theta
-from lopt.blocks import block_sums, elementwise_mlp, split
+from lopt.blocks import block_sums, per_parameter_mlp, split
 from meta.errors import UserError
 
 MOMENTUM_DECAYS = (0.9, 0.99, 0.999)
@@ -221,8 +222,8 @@ class VeLO:
         scale = jax.lax.rsqrt(1e-5 + sums / max(p.size, 1))
         w0 = jnp.concatenate([w[f"w0__{i}"] for i in range(len(GROUPS))], 0)
         layers = [(w0 * scale[:, None], w["b0"]), (w["w1"], w["b1"]), (w["w2"], w["b2"])]
-        feats = _ff_features(factored, *sources)
-        d, mag, _ = elementwise_mlp(layers, feats, p.shape)
+        feats = functools.partial(_ff_features, factored)
+        d, mag, _ = per_parameter_mlp(layers, feats, sources, p.shape)
         return lr_scale * d * jnp.exp(mag * self.exp_mult)
 
     def optimizer(self, theta: Theta) -> optax.GradientTransformationExtraArgs:

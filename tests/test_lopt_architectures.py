@@ -107,14 +107,12 @@ def test_channel_sums_in_blocks(monkeypatch):
 
 
 @pytest.mark.parametrize("shape", [(6, 200), (40, 3), (7,)])
-def test_elementwise_mlp_is_the_mlp(shape, monkeypatch):
+def test_elementwise_mlp_is_the_mlp(shape):
     """The MLP unrolled over units equals the same MLP as matrix products on [N, channels],
     for broadcast channels (row and column statistics, entering through partial sums) and for
     tensors flattened for their short last axis."""
     from lopt import blocks
     from lopt.blocks import elementwise_mlp
-
-    monkeypatch.setattr(blocks, "DENSE_BELOW", 0)  # these small tensors unrolled, too
 
     keys = jax.random.split(jax.random.key(0), 8)
     xs = [jax.random.normal(keys[0], shape), jax.random.normal(keys[1], shape[:-1] + (1,))]
@@ -146,11 +144,42 @@ def test_elementwise_mlp_is_the_mlp(shape, monkeypatch):
         elementwise_mlp(layers, xs[:2], shape)
 
 
+def test_big_mlp_in_blocks_of_rows_is_the_mlp(monkeypatch):
+    """An MLP of more than DENSE_ABOVE weights runs as matrix products a block of rows at a
+    time (a broadcast source passed whole, the rows left over as a smaller block): its outputs
+    and gradients are those of the whole tensor as [N, channels] products."""
+    from lopt import blocks
+
+    keys = jax.random.split(jax.random.key(0), 6)
+    sources = [jax.random.normal(keys[0], (37, 11)), jax.random.normal(keys[1], (1, 11))]
+
+    def features(a, col):
+        return [a, a * col, jnp.tanh(a)]
+
+    sizes = (3, 24, 24, 2)  # 696 weights
+    layers = [
+        (jax.random.normal(k, (a, b)) / a**0.5, jax.random.normal(jax.random.fold_in(k, 1), (b,)))
+        for k, a, b in zip(keys[2:], sizes[:-1], sizes[1:], strict=False)
+    ]
+
+    def total(f):  # a scalar of the outputs, for gradients
+        return lambda w, s: sum(jnp.sum(o * (k + 1)) for k, o in enumerate(f(w, s)))
+
+    dense = lambda w, s: blocks._dense_mlp(w, features(*s), (37, 11))  # noqa: E731
+    mlp = lambda w, s: blocks.per_parameter_mlp(w, features, s, (37, 11))  # noqa: E731
+    monkeypatch.setattr(blocks, "MATMUL_FLOATS", 40)  # 3 rows per block: 12 blocks + 1 row
+    out, grads = jax.value_and_grad(total(mlp), (0, 1))(layers, sources)
+    expected, expected_grads = jax.value_and_grad(total(dense), (0, 1))(layers, sources)
+    np.testing.assert_allclose(out, expected, rtol=1e-5)
+    for g, e in zip(*map(jax.tree_util.tree_leaves, (grads, expected_grads)), strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["mlp", "adafac_mlp", "rnn_mlp", "velo"])
 def test_blocks_of_rows_change_nothing(name, monkeypatch):
     """Big tensors have their feature statistics (and RNNMLPLOpt its MLP) computed a block of
-    rows at a time, and their per-parameter MLP unrolled; the updates are those of the whole
-    tensor at once, by matrix products."""
+    rows at a time, and their per-parameter MLP unrolled, or as matrix products a block of rows
+    at a time; the updates are those of the whole tensor at once, by matrix products."""
     from lopt import blocks
 
     learned = SMALL[name]()
@@ -163,13 +192,16 @@ def test_blocks_of_rows_change_nothing(name, monkeypatch):
         opt = learned.optimizer(theta)
         return opt.update(grads, opt.init(params), params, loss=1.0)
 
-    monkeypatch.setattr(blocks, "DENSE_ABOVE", -1)  # small tensors: every MLP as matrix products
-    whole = jax.tree_util.tree_leaves(updates())
-    monkeypatch.setattr(blocks, "BLOCK_FLOATS", 40)  # 3 rows of "a", 2 of "b" per block
-    monkeypatch.setattr(blocks, "DENSE_BELOW", 0)
-    blocked = jax.tree_util.tree_leaves(updates())  # updates and state (RNN's messages)
-    for b, w in zip(blocked, whole, strict=True):
-        np.testing.assert_allclose(b, w, rtol=1e-5, atol=1e-7)
+    monkeypatch.setattr(blocks, "DENSE_ABOVE", -1)  # every MLP as matrix products
+    whole = jax.tree_util.tree_leaves(updates())  # small tensors: one block
+    monkeypatch.setattr(blocks, "MATMUL_FLOATS", 40)  # 3 rows of "a", 2 of "b" per block
+    products = jax.tree_util.tree_leaves(updates())
+    monkeypatch.setattr(blocks, "DENSE_ABOVE", 10**6)  # every MLP unrolled
+    monkeypatch.setattr(blocks, "BLOCK_FLOATS", 40)
+    unrolled = jax.tree_util.tree_leaves(updates())  # updates and state (RNN's messages)
+    for p, u, w in zip(products, unrolled, whole, strict=True):
+        np.testing.assert_allclose(p, w, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(u, w, rtol=1e-5, atol=1e-7)
 
 
 @pytest.fixture(scope="module", params=sorted(SMALL))
