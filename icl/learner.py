@@ -143,6 +143,8 @@ class SequenceObjective:
 class TrainedPredictor:
     """A meta-trained in-context learner in the evaluation slot (`meta.evaluate`)."""
 
+    budget_units = ("examples",)
+
     def __init__(self, learner: InContextLearner, theta: Theta, name: str):
         self.learner, self.theta, self.name = learner, theta, name
 

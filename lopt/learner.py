@@ -1,27 +1,39 @@
-"""An optimizer as a learner of the examples protocol (`meta.evaluate`): at budget k, a fresh
-inner MLP is trained by the optimizer on the k examples seen (full batch, a fixed number of
-steps) and predicts example k+1. Learned optimizers, hand-designed ones, in-context learners
-and baselines then share one table."""
+"""An optimizer as a learner of `meta.evaluate`, in both budget units:
+
+- steps (an `InnerProblem`): the optimization curve, the training loss after k steps of a
+  fresh problem, run after run;
+- examples (a `data` family): at budget k, a fresh inner MLP is trained by the optimizer on the
+  k examples seen (full batch, a fixed number of steps) and predicts example k+1, so learned
+  optimizers, hand-designed ones, in-context learners and baselines share one table.
+
+A hand-designed optimizer given a grid of learning rates tunes it in `prepare`, on tasks or
+runs drawn apart from the evaluation's."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from lopt.base import HandDesigned, LearnedOptimizer, Theta
 from lopt.models import MLP
-from lopt.problems import per_example_loss
+from lopt.problems import InnerProblem, per_example_loss
+from lopt.training import loss_curve
 from meta.errors import UserError
+
+HALF_DECADES = tuple(float(10.0**e) for e in np.arange(-4.0, -0.99, 0.5))  # 1e-4 .. 1e-1
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerLearner:
-    """`lopt` with meta-parameters `theta` training an MLP (`hidden` widths) for `steps` steps."""
+    """`lopt` with meta-parameters `theta`: on an inner problem, trains it; on a task family,
+    trains an MLP (`hidden` widths) for `steps` steps on the examples seen."""
 
     lopt: LearnedOptimizer
     theta: Theta
@@ -29,7 +41,9 @@ class OptimizerLearner:
     hidden: tuple[int, ...] = (32,)
     steps: int = 100
     grid: tuple[float, ...] = ()  # hand-designed only: learning rates to tune over in prepare
-    tune_sequences: int = 128
+    tune_sequences: int = 128  # examples: sequences to tune on
+    tune_runs: int = 3  # steps: runs to tune on (best mean loss at the last budget)
+    budget_units = ("examples", "steps")
 
     def __post_init__(self) -> None:
         if self.steps < 1 or any(h < 1 for h in self.hidden):
@@ -38,6 +52,10 @@ class OptimizerLearner:
             )
 
     def prepare(self, family: Any, length: int, budgets: Sequence[int], key: jax.Array):
+        if isinstance(family, InnerProblem):
+            learner = self.tuned(family, budgets, key) if self.grid else self
+            budgets = tuple(budgets)
+            return lambda keys: _run_losses(self.lopt, family, budgets, learner.theta, keys)
         out = family.num_classes or 1
         model = MLP(self.hidden)
         idx = jnp.asarray(budgets)
@@ -75,11 +93,32 @@ class OptimizerLearner:
             theta = self._tune(predict_with, family, length, budgets, k_tune)
         return lambda x, y: predict_with(theta, x, y)
 
+    def tuned(
+        self, problem: InnerProblem, budgets: Sequence[int], key: jax.Array
+    ) -> OptimizerLearner:
+        """This learner at the grid learning rate of least mean training loss at the last
+        budget over `tune_runs` runs of `problem` drawn from `key` (a diverged run counts as
+        infinitely bad), named by it. One compiled program serves the whole grid."""
+        self._check_tunable()
+        budgets = tuple(sorted(budgets))
+        keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(self.tune_runs))
+        scores = {}
+        for lr in self.grid:
+            losses = _run_losses(self.lopt, problem, budgets, {"lr": jnp.float32(lr)}, keys)
+            final = np.asarray(losses[:, -1])
+            scores[lr] = float(final.mean()) if np.all(np.isfinite(final)) else float("inf")
+        best = min(scores, key=scores.get)
+        name = f"{self.lopt.name}(lr={best:.0e})"
+        return dataclasses.replace(self, theta={"lr": jnp.float32(best)}, name=name, grid=())
+
+    def _check_tunable(self) -> None:
+        if not isinstance(self.lopt, HandDesigned):
+            raise UserError(f"only hand-designed optimizers tune a learning rate, not {self.name}")
+
     def _tune(self, predict_with, family, length, budgets, key) -> Theta:
         """The grid learning rate with the best metric at the largest budget, on tasks drawn
         from `key` (never the evaluation tasks)."""
-        if not isinstance(self.lopt, HandDesigned):
-            raise UserError(f"only hand-designed optimizers tune a learning rate, not {self.name}")
+        self._check_tunable()
         batch = family.sample(key, self.tune_sequences, length, "all")
         target = batch.y[:, budgets[-1]]
         scores = {}
@@ -93,16 +132,25 @@ class OptimizerLearner:
         return {"lr": jnp.float32(max(scores, key=scores.get))}
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _run_losses(lopt, problem, budgets, theta, keys) -> jax.Array:
+    """[N, len(budgets)]: the training losses of runs keys [N] (see `loss_curve`)."""
+    return jax.vmap(lambda k: loss_curve(lopt, theta, problem, budgets, k))(keys)
+
+
 def hand_designed_learner(
     name: str,
     make,
     lr: float | Sequence[float],
     hidden: tuple[int, ...] = (32,),
     steps: int = 100,
+    tune_runs: int = 3,
 ) -> OptimizerLearner:
     """A hand-designed optax optimizer as a learner, at learning rate `lr` or tuned over the
     grid `lr` in prepare, e.g. `hand_designed_learner("adam", optax.adam, HALF_DECADES)`."""
     grid = tuple(lr) if isinstance(lr, Sequence) else ()
     opt = HandDesigned(name, make, grid[0] if grid else lr)
     label = f"{name}(tuned lr)" if grid else f"{name}(lr={lr:.0e})"
-    return OptimizerLearner(opt, opt.init(jax.random.key(0)), label, hidden, steps, grid)
+    return OptimizerLearner(
+        opt, opt.init(jax.random.key(0)), label, hidden, steps, grid, tune_runs=tune_runs
+    )

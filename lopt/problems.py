@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +52,7 @@ class InnerProblem:
     batch_size: int = 128
     rescale: float = 0.0
     min_batch: int = 0
+    budget_unit: ClassVar[str] = "steps"  # `meta.evaluate`: a budget counts optimizer steps
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -82,6 +83,12 @@ class InnerProblem:
     @property
     def spec(self) -> str:
         return f"{self.family}|{self.model.spec}|{self.batch_size}"
+
+    @property
+    def label(self) -> str:
+        """A readable name, e.g. 'mlp[64] batch 128 on projected:base=digits,dim=16'."""
+        kind, _, sizes = self.model.spec.rpartition(":")
+        return f"{kind or 'mlp'}[{sizes}] batch {self.batch_size} on {self.family}"
 
     def augmented(self, rescale: float = 0.0, min_batch: int = 0) -> InnerProblem:
         """This problem with these augmentations (none by default); a `min_batch` above the

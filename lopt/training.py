@@ -46,6 +46,27 @@ class InnerTraining:
         return new, jnp.log(loss) if self.log_loss else loss
 
 
+def loss_curve(
+    lopt: LearnedOptimizer,
+    theta: Theta,
+    problem: InnerProblem,
+    budgets: tuple[int, ...],
+    key: jax.Array,
+) -> jax.Array:
+    """[len(budgets)]: one run's training loss (on the same FINAL_BATCH fresh examples of its
+    task) after each budget of steps (sorted); `train_run`'s task, init and batches."""
+    task = InnerTraining(lopt, problem, budgets[-1] + 1)  # never restarts within the run
+    worker = new_worker(task, key)
+    big = dataclasses.replace(problem, batch_size=FINAL_BATCH, min_batch=0)
+    out, done = [], 0
+    for budget in budgets:
+        if budget > done:
+            run = unroll(task, theta, worker, jax.random.fold_in(key, 1), budget - done, done)
+            worker, done = run.worker, budget
+        out.append(big.loss(worker.inner.params, worker.inner.task, jax.random.fold_in(key, 2)))
+    return jnp.stack(out)
+
+
 def train_run(
     lopt: LearnedOptimizer, theta: Theta, problem: InnerProblem, steps: int, key: jax.Array
 ) -> tuple[jax.Array, jax.Array]:

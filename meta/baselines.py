@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -117,6 +117,7 @@ class Baseline:
     description: str
     lr_grid: tuple[float, ...] = ()  # tuned when not empty
     tune_sequences: int = 256
+    budget_units: ClassVar[tuple[str, ...]] = ("examples",)
 
     def prepare(self, family: Any, length: int, budgets: Sequence[int], key: jax.Array):
         kind = "regression" if family.num_classes is None else "classification"

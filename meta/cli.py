@@ -49,19 +49,29 @@ def _parser() -> argparse.ArgumentParser:
         "--learner",
         action="append",
         required=True,
-        help="baseline name (see `metalearn learners`) or run directory; repeatable",
+        help="baseline or optimizer name (see `metalearn learners`) or run directory; repeatable",
     )
     e.add_argument(
         "--family",
         action="append",
         required=True,
-        help="SPEC name[:key=value,...], or 'train' for the first run's training family",
+        help="SPEC name[:key=value,...], 'train' for the first run's training family, or an "
+        "inner problem family|model|batch (budgets in optimizer steps)",
     )
     e.add_argument(
-        "--budgets", help="comma-separated budgets (default: 0, powers of two, length-1)"
+        "--budgets",
+        help="comma-separated budgets (default: 0, powers of two, and length-1 examples or "
+        "length steps)",
     )
-    e.add_argument("--sequences", type=int, default=1000, help="sequences per curve (default 1000)")
-    e.add_argument("--length", type=int, help="sequence length (default: a run's length, else 16)")
+    e.add_argument(
+        "--sequences", type=int, default=1000, help="sequences (or runs) per curve (default 1000)"
+    )
+    e.add_argument(
+        "--length",
+        type=int,
+        help="sequence length (default: a run's length, else 16), or optimizer steps (default: "
+        "a run's horizon, else 100)",
+    )
     e.add_argument("--seed", type=int, default=0)
     e.add_argument(
         "--out", required=True, help="results JSON path (a PNG plot is written beside it)"
@@ -113,6 +123,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _parse_budgets(text: str | None, length: int) -> list[int]:
+    """The budgets given, or 0, the powers of two below `length` and the last: length - 1."""
     if text is None:
         return sorted({0, length - 1} | {2**i for i in range(length.bit_length()) if 2**i < length})
     try:
@@ -125,6 +136,8 @@ def _eval(args: argparse.Namespace) -> int:
     import jax
 
     import data
+    from lopt import HAND_DESIGNED, InnerProblem
+    from lopt.learner import HALF_DECADES, hand_designed_learner
     from meta import runs
     from meta.baselines import BASELINES, baseline
     from meta.evaluate import Curves, evaluate
@@ -134,19 +147,18 @@ def _eval(args: argparse.Namespace) -> int:
     for name in args.learner:
         if name in BASELINES:
             learners.append(baseline(name))
+        elif name in HAND_DESIGNED:  # learning rate tuned on the grid 1e-4..1e-1
+            learners.append(hand_designed_learner(name, HAND_DESIGNED[name], HALF_DECADES))
         elif not Path(name).is_dir():
             raise UserError(
-                f"unknown learner {name!r}; use a baseline ({', '.join(BASELINES)}) "
-                "or a run directory written by `metalearn train`"
+                f"unknown learner {name!r}; use a baseline ({', '.join(BASELINES)}), an "
+                f"optimizer ({', '.join(HAND_DESIGNED)}) or a run directory written by "
+                "`metalearn train`"
             )
         else:
             run = runs.load(name)
             loaded.append(run)
             learners.append(run.learner)
-    length = args.length
-    if length is None:
-        length = min((r.config.length for r in loaded if hasattr(r.config, "length")), default=16)
-    budgets = _parse_budgets(args.budgets, length)
     if args.sequences < 2:
         raise UserError(f"--sequences must be at least 2, got {args.sequences}")
     families = []
@@ -155,10 +167,18 @@ def _eval(args: argparse.Namespace) -> int:
             if not loaded:
                 raise UserError("--family train needs a run directory among the learners")
             spec = loaded[0].config.family
-        families.append(data.from_spec(spec))
+        families.append(InnerProblem.from_spec(spec) if "|" in spec else data.from_spec(spec))
     key = jax.random.key(args.seed)
     curves = Curves(())
     for family in families:
+        if family.budget_unit == "steps":
+            horizons = [r.config.horizon for r in loaded if hasattr(r.config, "horizon")]
+            length = args.length or min(horizons, default=100)
+            budgets = _parse_budgets(args.budgets, length + 1)  # 0 .. length steps
+        else:
+            lengths = [r.config.length for r in loaded if hasattr(r.config, "length")]
+            length = args.length or min(lengths, default=16)
+            budgets = _parse_budgets(args.budgets, length)
         for learner in learners:
             curves += evaluate(
                 learner, family, budgets, args.sequences, key, length=length, seed=args.seed
@@ -181,10 +201,16 @@ def _families(args: argparse.Namespace) -> int:
 
 
 def _learners(args: argparse.Namespace) -> int:
+    from lopt import HAND_DESIGNED
     from meta.baselines import BASELINES
 
     for b in BASELINES.values():
         print(f"{b.name:18s} [{', '.join(b.kinds)}] {b.description}")
+    for name in HAND_DESIGNED:
+        print(
+            f"{name:18s} [steps, examples] optax.{name}, learning rate tuned on 1e-4..1e-1: "
+            "trains an inner problem, or an MLP on the examples seen"
+        )
     print("or a run directory written by `metalearn train`")
     return 0
 

@@ -1,8 +1,15 @@
 """One evaluation API: a learner's metric versus adaptation budget on a task family.
 
-Budget k means the learner has seen k labelled examples of a task and predicts example k+1
-(index k). Every learner fills the same slot: meta-trained models and baselines alike offer
-`prepare(family, length, budgets, key) -> predict(x [N, L, D], y [N, L]) -> [N, len(budgets)]`.
+A family measures budgets in one of two units (its `budget_unit`):
+- "examples" (a `data` task family): budget k means the learner has seen k labelled examples
+  of a task and predicts example k+1 (index k). The learner offers
+  `prepare(family, length, budgets, key) -> predict(x [N, L, D], y [N, L]) -> [N, len(budgets)]`.
+- "steps" (an inner training problem, e.g. `lopt.InnerProblem`): budget k means k optimizer
+  steps from a fresh problem; the metric is the training loss after them. The learner offers
+  `prepare(problem, steps, budgets, key) -> losses(keys [N]) -> [N, len(budgets)]`, run i
+  drawing its task, initialization and batches from keys[i].
+
+Meta-trained models and baselines fill the same slot, and say which units they accept.
 """
 
 from __future__ import annotations
@@ -21,17 +28,22 @@ from meta.errors import UserError
 CHUNK = 512  # most sequences drawn per key (bounds memory; fixed, so results are repeatable)
 SCHEMA = 1
 
-Predict = Callable[[jax.Array, jax.Array], jax.Array]
+Predict = Callable[[jax.Array, jax.Array], jax.Array]  # examples: (x, y) -> predictions
+RunLosses = Callable[[jax.Array], jax.Array]  # steps: run keys -> losses at the budgets
 
 
 class Learner(Protocol):
     """Anything that can produce a learning curve."""
 
     name: str
+    budget_units: tuple[str, ...]  # the families it applies to: "examples", "steps"
 
-    def prepare(self, family: Any, length: int, budgets: Sequence[int], key: jax.Array) -> Predict:
+    def prepare(
+        self, family: Any, length: int, budgets: Sequence[int], key: jax.Array
+    ) -> Predict | RunLosses:
         """Check the learner applies to `family` (else raise UserError), tune what it tunes
-        (on tasks drawn from `key`, never the evaluation tasks), and return its predictor."""
+        (on tasks drawn from `key`, never the evaluation tasks), and return its predictor
+        (examples) or its runs (steps)."""
         ...
 
 
@@ -137,11 +149,19 @@ def evaluate(
     Every learner evaluated with the same key sees the same sequences, so curves can be
     compared sequence by sequence (`Curve.per_sequence`).
     """
-    budgets, length = check_budgets(budgets, length)
     if num_sequences < 2:
         raise UserError(
             f"num_sequences must be at least 2 (for a standard error), got {num_sequences}"
         )
+    unit = family.budget_unit
+    if unit not in learner.budget_units:
+        raise UserError(
+            f"learner {learner.name!r} takes budgets in {' or '.join(learner.budget_units)}, "
+            f"but {family.spec!r} counts {unit}"
+        )
+    if unit == "steps":
+        return _evaluate_steps(learner, family, budgets, num_sequences, key, length, seed)
+    budgets, length = check_budgets(budgets, length)
     k_tune, k_eval = jax.random.split(key)
     predict = learner.prepare(family, length, budgets, k_tune)
     metric = "mse" if family.num_classes is None else "accuracy"
@@ -176,6 +196,36 @@ def evaluate(
             )
         )
     return Curves(tuple(out))
+
+
+def _evaluate_steps(learner, problem, budgets, num_runs, key, steps, seed) -> Curves:
+    """Training loss after each budget of steps, over `num_runs` runs of the problem."""
+    budgets = tuple(sorted({int(b) for b in budgets}))
+    if not budgets or budgets[0] < 0:
+        raise UserError(f"budgets must be non-negative integers, got {list(budgets)}")
+    steps = budgets[-1] if steps is None else int(steps)
+    if budgets[-1] > steps:
+        raise UserError(f"budget {budgets[-1]} is beyond the {steps} steps of training")
+    k_tune, k_eval = jax.random.split(key)
+    losses = learner.prepare(problem, steps, budgets, k_tune)
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(k_eval, jnp.arange(num_runs))
+    values = np.concatenate(
+        [np.asarray(losses(keys[i : i + CHUNK]), np.float64) for i in range(0, num_runs, CHUNK)]
+    )
+    curve = Curve(
+        learner.name,
+        problem.spec,
+        "loss",
+        "steps",
+        budgets,
+        tuple(map(float, values.mean(0))),
+        tuple(map(float, values.std(0, ddof=1) / np.sqrt(len(values)))),
+        num_runs,
+        -1 if seed is None else seed,
+        "all",
+        values,
+    )
+    return Curves((curve,))
 
 
 def _per_sequence(predict, family, budgets, num, length, subset, key, metric) -> np.ndarray:

@@ -61,10 +61,10 @@ def new_worker(task: TruncatedTask, key: jax.Array) -> Worker:
 
 
 def unroll(
-    task: TruncatedTask, theta: Theta, worker: Worker, key: jax.Array, length: int
+    task: TruncatedTask, theta: Theta, worker: Worker, key: jax.Array, length: int, start: int = 0
 ) -> Unrolled:
     """`length` inner steps of one worker; an episode that ends restarts from a fresh state.
-    Step i draws its randomness from fold_in(key, i)."""
+    Step i draws its randomness from fold_in(key, start + i) (`start` continues a stream)."""
 
     def successor(w: Worker) -> InnerState:
         return task.init(jax.random.fold_in(w.key, w.episode + 1))
@@ -90,7 +90,7 @@ def unroll(
             )
         return nxt, (loss, done)
 
-    worker, (losses, dones) = jax.lax.scan(body, worker, jnp.arange(length))
+    worker, (losses, dones) = jax.lax.scan(body, worker, start + jnp.arange(length))
     return Unrolled(worker, losses, dones)
 
 

@@ -77,6 +77,36 @@ def test_meta_gradients_through_inner_training_are_finite():
         assert sum(float(jnp.abs(g).sum()) for g in leaves) > 0
 
 
+def test_optimization_curves_through_meta_evaluate():
+    """Budgets in steps: learned and tuned hand-designed optimizers on the same runs (at step 0
+    the same loss: same task, init and evaluation examples); run i's last budget is
+    `train_run`'s final loss from its key; a learner of examples refuses an inner problem."""
+    import meta
+    from lopt.learner import OptimizerLearner, hand_designed_learner
+    from lopt.training import train_run
+    from meta.baselines import baseline
+
+    lopt = MLPLOpt(hidden=4)
+    theta = lopt.init(jax.random.key(0))
+    learned = OptimizerLearner(lopt, theta, "lopt")
+    adam = hand_designed_learner("adam", optax.adam, (1e-6, 1e-1), tune_runs=2)
+    key = jax.random.key(3)
+    a = meta.evaluate(learned, PROBLEM, [4, 0, 2], 3, key).get()
+    b = meta.evaluate(adam, PROBLEM, [0, 2, 4], 3, key).get()
+    assert (a.budget_unit, a.metric, a.budget, a.subset) == ("steps", "loss", (0, 2, 4), "all")
+    assert a.per_sequence.shape == (3, 3) and b.learner == "adam(tuned lr)"
+    np.testing.assert_allclose(a.per_sequence[:, 0], b.per_sequence[:, 0], rtol=1e-6)
+    assert not np.allclose(a.per_sequence[:, 2], b.per_sequence[:, 2])
+    _, final = train_run(lopt, theta, PROBLEM, 4, jax.random.fold_in(jax.random.split(key)[1], 1))
+    np.testing.assert_allclose(a.per_sequence[1, -1], final, rtol=1e-5)
+    tuned = adam.tuned(PROBLEM, [0, 2, 4], key)  # 1e-6 barely moves in 4 steps
+    assert float(tuned.theta["lr"]) == pytest.approx(0.1) and tuned.name == "adam(lr=1e-01)"
+    with pytest.raises(UserError, match="takes budgets in examples, but .* counts steps"):
+        meta.evaluate(baseline("knn"), PROBLEM, [0, 2], 3, key)
+    with pytest.raises(UserError, match="budget 4 is beyond the 3 steps"):
+        meta.evaluate(learned, PROBLEM, [0, 4], 3, key, length=3)
+
+
 def test_lopt_experiment_end_to_end(tmp_path, capsys):
     out = tmp_path / "lopt"
     argv = [
@@ -127,13 +157,20 @@ def test_lopt_experiment_end_to_end(tmp_path, capsys):
     records = json.loads(res.read_text())
     assert [r["learner"] for r in records] == ["lopt", "knn"]
     assert {r["budget_unit"] for r in records} == {"examples"}
+    # optimization curves from the command line: the run and tuned Adam on an inner problem
+    problem = ["--family", "projected:base=digits,dim=8|8|16", "--sequences", "2"]
+    argv = ["eval", "--learner", str(out), "--learner", "adam", *problem, "--out", str(res)]
+    assert main(argv) == 0
+    records = json.loads(res.read_text())
+    assert [r["learner"] for r in records] == ["lopt", "adam(tuned lr)"]
+    assert records[0]["budget"] == [0, 1, 2, 4, 6]  # up to the run's horizon
+    assert {(r["budget_unit"], r["metric"]) for r in records} == {("steps", "loss")}
 
 
 def test_lopt_experiment_adds_sampled_problems():
     """`sampled` draws extra training problems; 'train' evaluates them without augmentations."""
     from experiments.lopt_mlp import Config
     from lopt import ConvNet, ProblemFamily
-    from lopt.evaluate import describe
 
     family = ProblemFamily(
         families=("images:base=digits",),
@@ -157,7 +194,7 @@ def test_lopt_experiment_adds_sampled_problems():
     assert all(p.rescale == 1.0 and p.min_batch == 8 for p in problems)
     held = [p for p, _ in cfg.held_out()]
     assert held[2].model == ConvNet((4,)) and held[2].rescale == 0 and held[2].min_batch == 0
-    assert describe(held[2]) == "conv[4] batch 16 on images:base=digits"
+    assert held[2].label == "conv[4] batch 16 on images:base=digits"
     with pytest.raises(UserError, match="sampled must be >= 0"):
         Config(sampled=-1).training_problems()
 
