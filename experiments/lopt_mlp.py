@@ -1,13 +1,13 @@
-"""A per-parameter MLP learned optimizer meta-trained with PES on small MLP problems.
+"""A per-parameter MLP learned optimizer meta-trained with NRES on small MLP problems.
 
     metalearn train lopt_mlp          # 12 min of meta-training on a 2-core CPU, then the report
 
 Each episode trains a fresh one-hidden-layer MLP on one random projection of the digits
 (labels permuted) for `horizon` = 100 steps with the learned optimizer. Two training problems
-(widths 32 and 128), 8 PES workers each, windows of 10 steps, workers spread over their
-episodes, 8000 meta-steps, minibatches of a random 16..128 examples; the meta-objective is
-the mean log training loss.
-`--set estimator=nres|truncated_es|tbptt`, `--set lopt=adafac_mlp|rnn_mlp|velo` swap the
+(widths 32 and 128), 8 NRES workers each (Noise-Reuse ES: one perturbation per episode),
+windows of 10 steps, workers spread over their episodes, 8000 meta-steps, minibatches of a
+random 16..128 examples; the meta-objective is the mean log training loss.
+`--set estimator=pes|truncated_es|tbptt`, `--set lopt=adafac_mlp|rnn_mlp|velo` swap the
 estimator and the architecture; `--set sampled=4` adds four training problems drawn from a
 family of MLPs, CNNs and patch transformers (`lopt.problem_family.ProblemFamily`), and a
 problem SPEC such as `images:base=digits|conv:8x16|128` names one directly.
@@ -83,7 +83,8 @@ class Config:
     horizon: int = 100
     log_loss: bool = True  # meta-objective: mean log training loss instead of mean loss
     truncation: int = 10
-    estimator: str = "pes"
+    # NRES (seeds 0 and 1) beat PES (seed 0) on all five report problems (README, Results)
+    estimator: str = "nres"
     num_workers: int = 8  # per training problem
     sigma: float = 0.01
     optim: OptimConfig = OptimConfig(lr=3e-3, warmup=20, clip=1.0)
