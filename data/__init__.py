@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from data.base import SUBSETS, Batch, TaskFamily
-from data.images import Images
-from data.linear import LinearRegression
-from data.projected import Projected
-from data.random_labels import RandomLabels
-from data.spec import build, describe, format_spec, parse_spec
-from meta.errors import UserError
+from metalearn.core.errors import UserError
+from metalearn.data.base import SUBSETS, Batch, TaskFamily
+from metalearn.data.images import Images
+from metalearn.data.linear import LinearRegression
+from metalearn.data.projected import Projected
+from metalearn.data.random_labels import RandomLabels
+from metalearn.data.spec import build, describe, format_spec, parse_spec
 
 FAMILIES: dict[str, type[TaskFamily]] = {
     cls.name: cls for cls in (Images, LinearRegression, Projected, RandomLabels)

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from meta.errors import UserError
+from metalearn.core.errors import UserError
 
 Kind = Literal["classification", "regression"]
 SUBSETS = ("all", "seen", "unseen")
@@ -81,7 +81,7 @@ class TaskFamily(abc.ABC):
     @property
     def spec(self) -> str:
         """The canonical SPEC string that rebuilds this family (`name:key=value,...`)."""
-        from data.spec import format_spec
+        from metalearn.data.spec import format_spec
 
         return format_spec(self)
 

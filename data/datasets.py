@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from meta.errors import UserError
+from metalearn.core.errors import UserError
 
 DATA_DIR_ENV = "METALEARN_DATA_DIR"
 # name -> (hub repository, config name or None)

@@ -13,9 +13,9 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from data.base import Kind, TaskFamily
-from data.datasets import check_classes, image_shape, load_normalized
-from meta.errors import UserError
+from metalearn.core.errors import UserError
+from metalearn.data.base import Kind, TaskFamily
+from metalearn.data.datasets import check_classes, image_shape, load_normalized
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

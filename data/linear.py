@@ -7,8 +7,8 @@ from typing import ClassVar
 
 import jax
 
-from data.base import Kind, TaskFamily
-from meta.errors import UserError
+from metalearn.core.errors import UserError
+from metalearn.data.base import Kind, TaskFamily
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

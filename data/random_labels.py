@@ -11,8 +11,8 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from data.base import Kind, TaskFamily
-from meta.errors import UserError
+from metalearn.core.errors import UserError
+from metalearn.data.base import Kind, TaskFamily
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

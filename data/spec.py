@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from data.base import TaskFamily
-from meta.config import field_types, parse_value
-from meta.errors import UserError
+from metalearn.core.config import field_types, parse_value
+from metalearn.core.errors import UserError
+from metalearn.data.base import TaskFamily
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:

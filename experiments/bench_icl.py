@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-import data
-from icl.learner import InContextLearner, ModelConfig
+from metalearn import data
+from metalearn.icl.learner import InContextLearner, ModelConfig
 
 
 def median_time(fn: Callable[[], object], repeats: int, warmup: int = 0) -> float:
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"(b) fraction of the matmul rate: {rows[2]['fraction_of_matmul']:.1%} (goal >= 50%)")
     if args.json:
-        from meta.files import atomic_write_text
+        from metalearn.core.files import atomic_write_text
 
         atomic_write_text(
             args.json,

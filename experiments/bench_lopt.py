@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from experiments.bench_icl import median_time
-from lopt import (
+from metalearn.experiments.bench_icl import median_time
+from metalearn.lopt import (
     MLP,
     AdafacMLPLOpt,
     HandDesigned,
@@ -30,7 +30,7 @@ from lopt import (
     RNNMLPLOpt,
     VeLO,
 )
-from meta.estimators import PES
+from metalearn.meta.estimators import pes
 
 
 def step_time(lopt, theta, repeats: int) -> float:
@@ -74,7 +74,7 @@ def pes_throughput(lopt, repeats: int) -> tuple[float, int]:
     problem = InnerProblem("projected:base=digits,dim=64", MLP((32,)), 128)
     n_params = 64 * 32 + 32 + 32 * 10 + 10
     task = InnerTraining(lopt, problem, horizon=100)
-    est = PES(task, num_workers=8, truncation=10, sigma=0.01)
+    est = pes(task, num_workers=8, truncation=10, sigma=0.01)
     theta = lopt.init(jax.random.key(0))
     state = jax.jit(est.init)(jax.random.key(1), theta)
     estimate = jax.jit(est.estimate)

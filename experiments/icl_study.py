@@ -10,17 +10,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import data
-from icl.learner import InContextLearner, ModelConfig, SequenceObjective, Theta, TrainedPredictor
-from meta.baselines import baseline
-from meta.errors import UserError
-from meta.evaluate import Curves, evaluate
-from meta.experiment import Setup
-from meta.files import atomic_write_text
-from meta.loop import LoopConfig
-from meta.objective import Backprop
-from meta.optim import OptimConfig
-from meta.results import plot, table, write_json
+from metalearn import data
+from metalearn.core.errors import UserError
+from metalearn.core.files import atomic_write_text
+from metalearn.icl.baselines import baseline
+from metalearn.icl.learner import (
+    InContextLearner,
+    ModelConfig,
+    SequenceObjective,
+    Theta,
+    TrainedPredictor,
+)
+from metalearn.meta.evaluate import Curves, evaluate
+from metalearn.meta.experiment import EvalDefaults, Setup
+from metalearn.meta.loop import LoopConfig
+from metalearn.meta.objective import backprop
+from metalearn.meta.optim import OptimConfig
+from metalearn.meta.results import plot, table, write_json
 
 TRAIN = "train"  # in eval.families: the training family itself (its own pool: seen / unseen)
 
@@ -67,12 +73,13 @@ class ICLConfig:
         objective = SequenceObjective(learner, family, self.batch_size, self.length, self.weighting)
         return Setup(
             init=objective.init,
-            estimator=Backprop(objective),
+            estimator=backprop(objective),
             optim=self.optim,
             loop=self.loop,
             learner=lambda theta, name: TrainedPredictor(learner, theta, name),
             periodic_eval=held_out_scores(learner, family, self.length),
             report=lambda theta, run_dir, name: self.report(learner, theta, run_dir, name),
+            eval_defaults=EvalDefaults(family=self.family, examples=self.length),
         )
 
     def budgets(self) -> tuple[int, ...]:

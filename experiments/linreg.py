@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from experiments.icl_study import TRAIN, EvalConfig, ICLConfig
-from icl.learner import ModelConfig
-from meta.loop import LoopConfig
-from meta.optim import OptimConfig
+from metalearn.experiments.icl_study import TRAIN, EvalConfig, ICLConfig
+from metalearn.icl.learner import ModelConfig
+from metalearn.meta.loop import LoopConfig
+from metalearn.meta.optim import OptimConfig
 
 
 @dataclasses.dataclass(frozen=True)

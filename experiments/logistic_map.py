@@ -19,14 +19,14 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from meta.errors import UserError
-from meta.estimators import ESTIMATORS, TruncatedBackprop
-from meta.evaluate import Curves
-from meta.experiment import Setup
-from meta.files import atomic_write_text
-from meta.loop import LoopConfig
-from meta.optim import OptimConfig
-from meta.truncated import episode_loss
+from metalearn.core.errors import UserError
+from metalearn.core.files import atomic_write_text
+from metalearn.meta.estimators import ESTIMATORS
+from metalearn.meta.evaluate import Curves
+from metalearn.meta.experiment import Setup
+from metalearn.meta.loop import LoopConfig
+from metalearn.meta.optim import OptimConfig
+from metalearn.meta.truncated import episode_loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,9 +64,9 @@ class Config:
         if not 0 < self.target < 1:
             raise UserError(f"target must be in (0, 1), got {self.target}")
         task = LogisticMap(self.horizon, self.target)
-        cls = ESTIMATORS[self.estimator]
-        kw = {} if cls is TruncatedBackprop else {"sigma": self.sigma}
-        estimator = cls(task, num_workers=self.num_workers, truncation=self.truncation, **kw)
+        estimator = ESTIMATORS[self.estimator](
+            task, num_workers=self.num_workers, truncation=self.truncation, sigma=self.sigma
+        )
 
         def learner(theta, name):
             raise UserError("the logistic map is a toy system, not a learner to evaluate")
@@ -78,6 +78,7 @@ class Config:
             loop=self.loop,
             learner=learner,
             report=lambda theta, run_dir, name: self.report(task, theta, run_dir),
+            truncated_task=task,
         )
 
     def report(self, task: LogisticMap, theta, run_dir: Path) -> Curves:

@@ -14,9 +14,9 @@ problem SPEC such as `images:base=digits|conv:8x16|128` names one directly.
 
 The report (`meta.evaluate`, budgets in steps) trains fresh problems (tasks unseen in
 meta-training) with the learned optimizer and with Adam whose learning rate is tuned per
-problem on the half-decade grid 1e-4 .. 1e-1 (best mean final loss over 3 separate runs), and
-prints the training loss (on 1024 examples of the task) every 10 steps and after 100 steps
-over 10 runs, with paired differences. Held out: width 64 (never
+problem on the half-decade grid 1e-4 .. 1e1 (`meta.tuning.LEARNING_RATES`; best mean final
+loss over 3 separate runs), and prints the training loss (on 1024 examples of the task) every
+10 steps and after 100 steps over 10 runs, with paired differences. Held out: width 64 (never
 trained on) on the digits, and, when METALEARN_DATA_DIR holds them, width 64 on projected
 Fashion-MNIST and MNIST (datasets never trained on).
 """
@@ -30,17 +30,18 @@ import jax
 import numpy as np
 import optax
 
-from lopt import LOPTS, MLP, InnerProblem, InnerTraining, VeLO
-from lopt.learner import HALF_DECADES, OptimizerLearner, hand_designed_learner
-from lopt.problem_family import ProblemFamily
-from meta.errors import UserError
-from meta.estimators import ESTIMATORS, Mixture, TruncatedBackprop
-from meta.evaluate import Curves, evaluate
-from meta.experiment import Setup
-from meta.files import atomic_write_text
-from meta.loop import LoopConfig
-from meta.optim import OptimConfig
-from meta.results import plot, table, write_json
+from metalearn.core.errors import UserError
+from metalearn.core.files import atomic_write_text
+from metalearn.lopt import LOPTS, MLP, InnerProblem, InnerTraining, VeLO
+from metalearn.lopt.learner import OptimizerLearner, hand_designed_learner
+from metalearn.lopt.problem_family import ProblemFamily
+from metalearn.meta.estimators import ESTIMATORS, mixture
+from metalearn.meta.evaluate import Curves, evaluate
+from metalearn.meta.experiment import EvalDefaults, Setup
+from metalearn.meta.loop import LoopConfig
+from metalearn.meta.optim import OptimConfig
+from metalearn.meta.results import plot, table, write_json
+from metalearn.meta.tuning import LEARNING_RATES, grid_label
 
 TRAIN = "train"
 
@@ -91,11 +92,6 @@ class Config:
     loop: LoopConfig = LoopConfig(steps=8000, log_every=100, checkpoint_every=2000)
     eval: LOptEvalConfig = LOptEvalConfig()
 
-    @property
-    def family(self) -> str:
-        """The first training problem's task family (`metalearn eval --family train`)."""
-        return InnerProblem.from_spec(self.problems[0]).family
-
     def make_lopt(self):
         if self.lopt not in LOPTS:
             raise UserError(f"lopt must be one of {', '.join(LOPTS)}, got {self.lopt!r}")
@@ -127,16 +123,15 @@ class Config:
                 f"{self.eval.tune_seeds}"
             )
         lopt = self.make_lopt()
-        cls = ESTIMATORS[self.estimator]
-        kw = {} if cls is TruncatedBackprop else {"sigma": self.sigma}
-        parts = tuple(
-            cls(
-                InnerTraining(lopt, problem, self.horizon, self.log_loss),
-                num_workers=self.num_workers,
-                truncation=self.truncation,
-                **kw,
-            )
+        tasks = [
+            InnerTraining(lopt, problem, self.horizon, self.log_loss)
             for problem in self.training_problems()
+        ]
+        parts = tuple(
+            ESTIMATORS[self.estimator](
+                task, num_workers=self.num_workers, truncation=self.truncation, sigma=self.sigma
+            )
+            for task in tasks
         )
         self.held_out()  # bad eval specs fail before training
 
@@ -149,11 +144,16 @@ class Config:
 
         return Setup(
             init=lopt.init,
-            estimator=parts[0] if len(parts) == 1 else Mixture(parts),
+            estimator=parts[0] if len(parts) == 1 else mixture(parts),
             optim=self.optim,
             loop=self.loop,
             learner=learner,
             report=lambda theta, run_dir, name: self.report(lopt, theta, run_dir, name),
+            # `--family train`: the first training problem's task family
+            eval_defaults=EvalDefaults(
+                family=InnerProblem.from_spec(self.problems[0]).family, steps=self.horizon
+            ),
+            truncated_task=tasks[0],
         )
 
     def held_out(self) -> list[tuple[InnerProblem, bool]]:
@@ -176,7 +176,7 @@ class Config:
         # problems unseen in meta-training; Adam is tuned on runs apart from the reported ones
         k_tune, k_eval = jax.random.split(jax.random.key(ev.seed + 1))
         learned = OptimizerLearner(lopt, theta, name)
-        adam = hand_designed_learner("adam", optax.adam, HALF_DECADES, tune_runs=ev.tune_seeds)
+        adam = hand_designed_learner("adam", optax.adam, LEARNING_RATES, tune_runs=ev.tune_seeds)
         curves, rows, skipped = Curves(()), [], []
         for problem, optional in self.held_out():
             try:
@@ -210,7 +210,7 @@ def final_table(name: str, rows, steps: int, ev: LOptEvalConfig) -> str:
     width = max(len(r[0]) for r in rows)
     lines = [
         f"final training loss after {steps} steps (mean ± stderr over {ev.seeds} runs; Adam's "
-        f"learning rate tuned per problem on the grid 1e-4..1e-1 by the mean of "
+        f"learning rate tuned per problem on the grid {grid_label(LEARNING_RATES)} by the mean of "
         f"{ev.tune_seeds} separate runs)",
         f"{'problem':<{width}}  {name:>17}  {'adam (tuned)':>17}  {'lr':>5}  {'difference':>17}",
     ]

@@ -12,11 +12,11 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from data.base import Batch, TaskFamily
-from icl.lstm import LSTM
-from icl.tokens import token_size, tokens
-from icl.transformer import Transformer
-from meta.errors import UserError
+from metalearn.core.errors import UserError
+from metalearn.data.base import Batch, TaskFamily
+from metalearn.icl.lstm import LSTM
+from metalearn.icl.tokens import token_size, tokens
+from metalearn.icl.transformer import Transformer
 
 Theta = dict[str, Any]
 

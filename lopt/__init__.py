@@ -1,16 +1,16 @@
 """Learned optimizers: small networks that turn gradients into updates, as optax transformations,
 meta-trained through truncated unrolls of inner training."""
 
-from lopt.adafac_mlp_lopt import AdafacMLPLOpt
-from lopt.base import HAND_DESIGNED, HandDesigned, LearnedOptimizer
-from lopt.mlp_lopt import MLPLOpt
-from lopt.models import MLP, ConvNet, PatchTransformer
-from lopt.problem_family import ProblemFamily
-from lopt.problems import InnerProblem
-from lopt.rnn_mlp_lopt import RNNMLPLOpt
-from lopt.training import InnerTraining, train_run
-from lopt.velo import VeLO
-from lopt.velo_weights import load_velo, save_velo
+from metalearn.lopt.adafac_mlp_lopt import AdafacMLPLOpt
+from metalearn.lopt.base import HAND_DESIGNED, HandDesigned, LearnedOptimizer
+from metalearn.lopt.mlp_lopt import MLPLOpt
+from metalearn.lopt.models import MLP, ConvNet, PatchTransformer
+from metalearn.lopt.problem_family import ProblemFamily
+from metalearn.lopt.problems import InnerProblem
+from metalearn.lopt.rnn_mlp_lopt import RNNMLPLOpt
+from metalearn.lopt.training import InnerTraining, train_run
+from metalearn.lopt.velo import VeLO
+from metalearn.lopt.velo_weights import load_velo, save_velo
 
 LOPTS = {"mlp": MLPLOpt, "adafac_mlp": AdafacMLPLOpt, "rnn_mlp": RNNMLPLOpt, "velo": VeLO}
 

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metalearn.lopt.blocks import split
+
 
 def ema(old: jax.Array, new: jax.Array, decays: jax.Array) -> jax.Array:
     """decays * old + (1 - decays) * new, new broadcast over the decay axis."""
@@ -37,16 +39,17 @@ class Factored(NamedTuple):
     v_diag: jax.Array  # unfactored g^2 (rank < 2): S + (D,)
 
 
-def factored_init(p: jax.Array, num_decays: int) -> Factored:
-    empty = jnp.zeros((0, num_decays), p.dtype)
+def factored_init(p: jax.Array, num_decays: int, dtype=jnp.float32) -> Factored:
+    """Zero statistics for a tensor like p (in float32, whatever p's dtype)."""
+    empty = jnp.zeros((0, num_decays), dtype)
     dims = factored_dims(p.shape)
     if dims is None:
-        return Factored(empty, empty, jnp.zeros(p.shape + (num_decays,), p.dtype))
+        return Factored(empty, empty, jnp.zeros(p.shape + (num_decays,), dtype))
     d0, d1 = dims
     row = tuple(s for i, s in enumerate(p.shape) if i != d0)
     col = tuple(s for i, s in enumerate(p.shape) if i != d1)
     return Factored(
-        jnp.zeros(row + (num_decays,), p.dtype), jnp.zeros(col + (num_decays,), p.dtype), empty
+        jnp.zeros(row + (num_decays,), dtype), jnp.zeros(col + (num_decays,), dtype), empty
     )
 
 
@@ -90,4 +93,43 @@ def factored_update(state: Factored, g: jax.Array, decays: jax.Array) -> Factore
         jnp.expand_dims(v_col, d1),
         jnp.expand_dims(row_factor, d0),
         jnp.expand_dims(col_factor, d1),
+    )
+
+
+class Channels(NamedTuple):
+    """Per-parameter feature channels made from the statistics, a list per decay."""
+
+    m: list[jax.Array]  # momenta
+    rms: jax.Array  # the second moment (one decay)
+    r: jax.Array  # its inverse root
+    g_fac: list[jax.Array]  # the gradient preconditioned by each factored estimate
+    row: list[jax.Array]  # row and column statistics (unfactored: the diagonal estimate)
+    col: list[jax.Array]
+    inv_roots: list[jax.Array]  # inverse roots of row, then of col
+    m_fac: list[jax.Array]  # the momenta preconditioned by the factored estimates
+
+
+def adafactor_channels(factored: bool, g, m, rms, row, col, fa, fb, diag_eps: float) -> Channels:
+    """The channels AdafacMLPLOpt and VeLO share, for a tensor or a block of its rows: `row`,
+    `col`, `fa`, `fb` come from `FactoredStep` (maybe broadcast), `m` is [..., D] and `rms`
+    [..., 1]. An unfactored tensor's momenta are preconditioned by the diagonal estimate,
+    (v + diag_eps) ** -0.5."""
+    d = m.shape[-1]
+    fa, fb = (jnp.broadcast_to(x, x.shape[:-1] + (d,)) for x in (fa, fb))  # fb may be 1 wide
+    m, row, col, fa, fb = split(m), split(row), split(col), split(fa), split(fb)
+    rms = rms[..., 0]
+    fac = [a * b for a, b in zip(fa, fb, strict=True)]
+    if factored:
+        m_fac = [x * f for x, f in zip(m, fac, strict=True)]
+    else:
+        m_fac = [x * (v + diag_eps) ** -0.5 for x, v in zip(m, row, strict=True)]
+    return Channels(
+        m,
+        rms,
+        jax.lax.rsqrt(rms + 1e-6),
+        [g * f for f in fac],
+        row,
+        col,
+        [jax.lax.rsqrt(x + 1e-8) for x in row + col],
+        m_fac,
     )

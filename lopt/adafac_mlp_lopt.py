@@ -19,9 +19,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lopt.accumulators import ema, factored_init, factored_update
-from lopt.base import Theta
-from lopt.blocks import channel_scales, per_parameter_mlp, split
+from metalearn.lopt.accumulators import adafactor_channels, ema, factored_init, factored_update
+from metalearn.lopt.base import Theta
+from metalearn.lopt.blocks import channel_scales, per_parameter_mlp
+from metalearn.lopt.per_tensor import STATE_DTYPE, map_tensors, stat_zeros, update_like
 
 MOMENTUM_DECAYS = (0.9, 0.99, 0.999)
 RMS_DECAYS = (0.999,)
@@ -45,20 +46,9 @@ class AdafacState(NamedTuple):
 def features(factored: bool, g, p, m, rms, row, col, fa, fb) -> list[jax.Array]:
     """The 28 per-parameter feature channels of a tensor or a block of its rows; `row`,
     `col`, `fa`, `fb` come from `FactoredStep` and may be broadcast."""
-    d = m.shape[-1]
-    fa, fb = (jnp.broadcast_to(x, x.shape[:-1] + (d,)) for x in (fa, fb))  # fb may be 1 wide
-    m, row, col, fa, fb = split(m), split(row), split(col), split(fa), split(fb)
-    rms = rms[..., 0]
-    r = jax.lax.rsqrt(rms + 1e-6)
-    fac = [a * b for a, b in zip(fa, fb, strict=True)]
-    # unfactored tensors: the diagonal estimate stands in for both factors
-    last = (
-        [x * f for x, f in zip(m, fac, strict=True)]
-        if factored
-        else [x * (v + 1e-6) ** -0.5 for x, v in zip(m, row, strict=True)]
-    )
-    out = [g, p, *m, rms, *(x * r for x in m), r, *(g * f for f in fac), *row, *col]
-    return out + [jax.lax.rsqrt(x + 1e-8) for x in row + col] + last
+    c = adafactor_channels(factored, g, m, rms, row, col, fa, fb, diag_eps=1e-6)
+    out = [g, p, *c.m, c.rms, *(x * c.r for x in c.m), c.r, *c.g_fac, *c.row, *c.col]
+    return out + c.inv_roots + c.m_fac
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,12 +77,9 @@ class AdafacMLPLOpt:
 
     def optimizer(self, theta: Theta) -> optax.GradientTransformationExtraArgs:
         def init(params: optax.Params) -> AdafacState:
-            zeros = lambda k: jax.tree_util.tree_map(  # noqa: E731
-                lambda p: jnp.zeros(p.shape + (k,), p.dtype), params
-            )
             return AdafacState(
-                zeros(len(MOMENTUM_DECAYS)),
-                zeros(len(RMS_DECAYS)),
+                stat_zeros(params, len(MOMENTUM_DECAYS)),
+                stat_zeros(params, len(RMS_DECAYS)),
                 jax.tree_util.tree_map(
                     lambda p: factored_init(jnp.atleast_1d(p), len(ADAFACTOR_DECAYS)), params
                 ),
@@ -114,7 +101,8 @@ class AdafacMLPLOpt:
             w0 = nn["w0"]
             b0 = time @ w0[NUM_FEATURES:] + nn["b0"]
 
-            def one(p, g, m, r, fac):
+            def one(param, g, m, r, fac):
+                p, g = param.astype(STATE_DTYPE), g.astype(STATE_DTYPE)  # computed in float32
                 m = ema(m, g, m_dec)
                 r = ema(r, g * g, r_dec)
                 p1, g1 = jnp.atleast_1d(p), jnp.atleast_1d(g)
@@ -127,24 +115,12 @@ class AdafacMLPLOpt:
                 layers += [(nn[f"w{i}"], nn[f"b{i}"]) for i in range(1, n_layers)]
                 d, mag = per_parameter_mlp(layers, feats, sources, p1.shape)
                 step = d * jnp.exp(mag * self.exp_mult) * self.step_mult
-                return -step.reshape(p.shape).astype(p.dtype), m, r, fstep.state
+                return update_like(step, param), m, r, fstep.state
 
-            tree = jax.tree_util.tree_structure(params)
-            results = [
-                one(*args)
-                for args in zip(
-                    tree.flatten_up_to(params),
-                    tree.flatten_up_to(grads),
-                    tree.flatten_up_to(state.momenta),
-                    tree.flatten_up_to(state.rms),
-                    tree.flatten_up_to(state.factored),
-                    strict=True,
-                )
-            ]
-            updates, momenta, rms, factored = (
-                tree.unflatten(r) for r in zip(*results, strict=True)
+            updates, momenta, rms, factored = map_tensors(
+                one, params, grads, state.momenta, state.rms, state.factored
             )
             return updates, AdafacState(momenta, rms, factored, state.step + 1)
 
-        # jitted: called eagerly, the unrolled per-parameter MLP would dispatch thousands of ops
-        return optax.GradientTransformationExtraArgs(init, jax.jit(update))
+        # not jitted here: the caller's jit composes (see LearnedOptimizer)
+        return optax.GradientTransformationExtraArgs(init, update)

@@ -19,7 +19,9 @@ class LearnedOptimizer(Protocol):
     `optimizer(theta)` is an `optax.GradientTransformationExtraArgs`: it drops into any optax
     loop (and flax's `nnx.Optimizer`); the current loss may arrive as the keyword `loss`.
     Its `init(params)` must not depend on theta (a truncated unroll starts inner training
-    before theta is known).
+    before theta is known). It is not jitted inside: build it within your own jitted step,
+    with theta an argument, and one compiled step serves every theta. Its state is float32
+    whatever the parameters' dtype and keeps its types from step to step (`lax.scan` works).
     """
 
     name: str

@@ -21,13 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lopt.base import HandDesigned, LearnedOptimizer, Theta
-from lopt.models import MLP
-from lopt.problems import InnerProblem, per_example_loss
-from lopt.training import loss_curve
-from meta.errors import UserError
-
-HALF_DECADES = tuple(float(10.0**e) for e in np.arange(-4.0, -0.99, 0.5))  # 1e-4 .. 1e-1
+from metalearn.core.errors import UserError
+from metalearn.lopt.base import HandDesigned, LearnedOptimizer, Theta
+from metalearn.lopt.models import MLP
+from metalearn.lopt.problems import InnerProblem, per_example_loss
+from metalearn.lopt.training import loss_curve
+from metalearn.meta.tuning import best_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,12 +101,12 @@ class OptimizerLearner:
         self._check_tunable()
         budgets = tuple(sorted(budgets))
         keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(self.tune_runs))
-        scores = {}
-        for lr in self.grid:
+
+        def score(lr: float) -> float:  # a run that diverged makes the mean non-finite
             losses = _run_losses(self.lopt, problem, budgets, {"lr": jnp.float32(lr)}, keys)
-            final = np.asarray(losses[:, -1])
-            scores[lr] = float(final.mean()) if np.all(np.isfinite(final)) else float("inf")
-        best = min(scores, key=scores.get)
+            return -float(np.mean(np.asarray(losses[:, -1])))
+
+        best = best_of(self.grid, score)
         name = f"{self.lopt.name}(lr={best:.0e})"
         return dataclasses.replace(self, theta={"lr": jnp.float32(best)}, name=name, grid=())
 
@@ -121,15 +120,14 @@ class OptimizerLearner:
         self._check_tunable()
         batch = family.sample(key, self.tune_sequences, length, "all")
         target = batch.y[:, budgets[-1]]
-        scores = {}
-        for lr in self.grid:
+
+        def score(lr: float) -> float:
             pred = predict_with({"lr": jnp.float32(lr)}, batch.x, batch.y)[:, -1]
             if family.num_classes is None:
-                err = jnp.mean((pred - target) ** 2)
-                scores[lr] = -float(err) if jnp.isfinite(err) else -float("inf")
-            else:
-                scores[lr] = float(jnp.mean(pred == target))
-        return {"lr": jnp.float32(max(scores, key=scores.get))}
+                return -float(jnp.mean((pred - target) ** 2))
+            return float(jnp.mean(pred == target))
+
+        return {"lr": jnp.float32(best_of(self.grid, score))}
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
@@ -147,7 +145,8 @@ def hand_designed_learner(
     tune_runs: int = 3,
 ) -> OptimizerLearner:
     """A hand-designed optax optimizer as a learner, at learning rate `lr` or tuned over the
-    grid `lr` in prepare, e.g. `hand_designed_learner("adam", optax.adam, HALF_DECADES)`."""
+    grid `lr` in prepare, e.g. `hand_designed_learner("adam", optax.adam, LEARNING_RATES)`
+    (`metalearn.meta.tuning`)."""
     grid = tuple(lr) if isinstance(lr, Sequence) else ()
     opt = HandDesigned(name, make, grid[0] if grid else lr)
     label = f"{name}(tuned lr)" if grid else f"{name}(lr={lr:.0e})"

@@ -16,9 +16,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lopt.accumulators import ema
-from lopt.base import Theta
-from lopt.blocks import channel_scales, per_parameter_mlp
+from metalearn.lopt.accumulators import ema
+from metalearn.lopt.base import Theta
+from metalearn.lopt.blocks import channel_scales, per_parameter_mlp
+from metalearn.lopt.per_tensor import STATE_DTYPE, map_tensors, stat_zeros, update_like
 
 DECAYS = (0.5, 0.9, 0.99, 0.999)
 TIMESCALES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
@@ -68,12 +69,8 @@ class MLPLOpt:
         scales = jnp.asarray(TIMESCALES)
 
         def init(params: optax.Params) -> MLPLOptState:
-            zeros = lambda p, k: jnp.zeros(p.shape + (k,), p.dtype)  # noqa: E731
-            return MLPLOptState(
-                jax.tree_util.tree_map(lambda p: zeros(p, len(DECAYS)), params),
-                jax.tree_util.tree_map(jnp.zeros_like, params),
-                jnp.zeros((), jnp.int32),
-            )
+            rms = jax.tree_util.tree_map(lambda v: v[..., 0], stat_zeros(params, 1))
+            return MLPLOptState(stat_zeros(params, len(DECAYS)), rms, jnp.zeros((), jnp.int32))
 
         def update(grads, state: MLPLOptState, params=None, **extra):
             del extra
@@ -91,7 +88,8 @@ class MLPLOpt:
                 (theta[f"layer{i}"]["w"], theta[f"layer{i}"]["b"]) for i in range(1, len(theta))
             ]
 
-            def one(g, p, m, v):
+            def one(param, g, m, v):
+                p, g = param.astype(STATE_DTYPE), g.astype(STATE_DTYPE)  # computed in float32
                 m = ema(m, g, decays)
                 v = 0.999 * v + 0.001 * g * g
                 sources = [jnp.atleast_1d(x) for x in (g, p, v)]
@@ -101,21 +99,11 @@ class MLPLOpt:
                 layers = [(layer0["w"][:num_param] * scale[:, None], bias0), *rest]
                 d, mag = per_parameter_mlp(layers, _features, sources, sources[0].shape)
                 step = self.step_mult * d * jnp.exp(self.exp_mult * mag)
-                return -step.reshape(g.shape).astype(p.dtype), m, v
+                return update_like(step, param), m, v
 
-            tree = jax.tree_util.tree_structure(params)
-            results = [
-                one(g, p, m, v)
-                for g, p, m, v in zip(
-                    tree.flatten_up_to(grads),
-                    tree.flatten_up_to(params),
-                    tree.flatten_up_to(state.momenta),
-                    tree.flatten_up_to(state.rms),
-                    strict=True,
-                )
-            ]
-            updates, momenta, rms = (tree.unflatten(r) for r in zip(*results, strict=True))
+            updates, momenta, rms = map_tensors(one, params, grads, state.momenta, state.rms)
             return updates, MLPLOptState(momenta, rms, state.step + 1)
 
-        # jitted: called eagerly, the unrolled per-parameter MLP would dispatch thousands of ops
-        return optax.GradientTransformationExtraArgs(init, jax.jit(update))
+        # not jitted here: the caller's jit composes, with theta an argument, so one compiled
+        # step serves every theta (see LearnedOptimizer)
+        return optax.GradientTransformationExtraArgs(init, update)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from meta.errors import UserError
+from metalearn.core.errors import UserError
 
 Params = dict
 

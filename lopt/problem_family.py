@@ -15,10 +15,10 @@ import math
 import jax
 import numpy as np
 
-import data
-from lopt.models import MLP, ConvNet, InnerModel, PatchTransformer
-from lopt.problems import InnerProblem
-from meta.errors import UserError
+from metalearn import data
+from metalearn.core.errors import UserError
+from metalearn.lopt.models import MLP, ConvNet, InnerModel, PatchTransformer
+from metalearn.lopt.problems import InnerProblem
 
 KINDS = ("mlp", "conv", "transformer")
 IMAGE_KINDS = ("conv", "transformer")  # need a family with an image shape

@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-import data
-from lopt.models import MLP, InnerModel, parse_model
-from meta.errors import UserError
+from metalearn import data
+from metalearn.core.errors import UserError
+from metalearn.lopt.models import MLP, InnerModel, parse_model
 
 
 class Problem(NamedTuple):
@@ -64,11 +64,13 @@ class InnerProblem:
                 f"min_batch must be in [0, batch_size={self.batch_size}], got {self.min_batch}"
             )
 
+    SEPARATOR: ClassVar[str] = "|"
+
     @classmethod
     def from_spec(cls, spec: str, **kwargs: Any) -> InnerProblem:
         """`family|model|batch`: e.g. `projected:base=digits,dim=16|32x32|128` (an MLP of two
         hidden layers of 32), `images:base=digits|conv:8x16|128`; models as in `lopt.models`."""
-        parts = spec.split("|")
+        parts = spec.split(cls.SEPARATOR)
         try:
             if len(parts) != 3:
                 raise ValueError
@@ -132,3 +134,9 @@ class InnerProblem:
             return per_example.mean()
         keep = jnp.arange(self.batch_size) < task.batch
         return jnp.sum(jnp.where(keep, per_example, 0.0)) / task.batch
+
+
+def is_problem_spec(spec: str) -> bool:
+    """Whether `spec` names an inner problem (`family|model|batch`) rather than a task family
+    (whose SPEC never holds the separator)."""
+    return InnerProblem.SEPARATOR in spec

@@ -22,9 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lopt.accumulators import ema
-from lopt.base import Theta
-from lopt.blocks import channel_scales, row_blocks, split
+from metalearn.lopt.accumulators import ema
+from metalearn.lopt.base import Theta
+from metalearn.lopt.blocks import channel_scales, row_blocks, split
+from metalearn.lopt.cells import lstm_cell
+from metalearn.lopt.per_tensor import STATE_DTYPE, stat_zeros, tensors, update_like
 
 DECAYS = (0.5, 0.9, 0.99, 0.999, 0.9999)
 TIMESCALES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5)
@@ -136,20 +138,18 @@ class RNNMLPLOpt:
 
         def init(params: optax.Params) -> RNNMLPLOptState:
             T = len(jax.tree_util.tree_leaves(params))
-            zeros = jax.tree_util.tree_map(
-                lambda p: jnp.zeros(p.shape + (len(DECAYS),), p.dtype), params
-            )
-            zero = jnp.zeros(())
+            zeros = stat_zeros(params, len(DECAYS))
+            zero = jnp.zeros((), STATE_DTYPE)
             return RNNMLPLOptState(
                 zeros,
                 zeros,
-                jnp.zeros((T, H)),
-                jnp.zeros((T, H)),
-                jnp.zeros((T, self.from_mlp)),
-                jnp.zeros(self.from_lstm),
+                jnp.zeros((T, H), STATE_DTYPE),
+                jnp.zeros((T, H), STATE_DTYPE),
+                jnp.zeros((T, self.from_mlp), STATE_DTYPE),
+                jnp.zeros(self.from_lstm, STATE_DTYPE),
                 zero,
                 zero,
-                jnp.asarray(0.01),
+                jnp.asarray(0.01, STATE_DTYPE),
                 jnp.zeros((), jnp.int32),
             )
 
@@ -161,8 +161,9 @@ class RNNMLPLOpt:
                 )
             first = state.step == 0  # initial LSTM state and messages are meta-parameters
             t = state.step.astype(jnp.float32)
-            tree = jax.tree_util.tree_structure(params)
-            ps = tree.flatten_up_to(params)
+            tree, per_tensor = tensors(params, grads, state.momenta, state.rms)
+            params_in = [p for p, *_ in per_tensor]
+            ps = [p.astype(STATE_DTYPE) for p in params_in]  # computed in float32
             T = len(ps)
 
             # the loss, normalized by its running mean and spread
@@ -174,18 +175,12 @@ class RNNMLPLOpt:
 
             # clip gradients at ten times their (bias-corrected) running RMS
             limit = state.clip_value / (1 - CLIP_DECAY ** (t + 1)) * CLIP_MULT
-            gs = [jnp.clip(g, -limit, limit) for g in tree.flatten_up_to(grads)]
+            gs = [jnp.clip(g.astype(STATE_DTYPE), -limit, limit) for _, g, _, _ in per_tensor]
             sq = jnp.mean(jnp.stack([jnp.mean(g * g) for g in gs]))
             clip_value = CLIP_DECAY * state.clip_value + (1 - CLIP_DECAY) * jnp.sqrt(1e-8 + sq)
 
-            ms = [
-                ema(m, g, decays)
-                for m, g in zip(tree.flatten_up_to(state.momenta), gs, strict=True)
-            ]
-            rs = [
-                ema(r, g * g, decays)
-                for r, g in zip(tree.flatten_up_to(state.rms), gs, strict=True)
-            ]
+            ms = [ema(m, g, decays) for (_, _, m, _), g in zip(per_tensor, gs, strict=True)]
+            rs = [ema(r, g * g, decays) for (_, _, _, r), g in zip(per_tensor, gs, strict=True)]
 
             from_mlp = jnp.where(first, theta["initial_from_mlp"], state.from_mlp)
             from_lstm = jnp.where(first, theta["initial_from_lstm"], state.from_lstm)
@@ -205,10 +200,7 @@ class RNNMLPLOpt:
             )
             h0 = jnp.where(first, theta["lstm_init_state"]["hidden"], state.lstm_hidden)
             c0 = jnp.where(first, theta["lstm_init_state"]["cell"], state.lstm_cell)
-            z = jnp.concatenate([x_TI, h0], -1) @ theta["rnn"]["w"] + theta["rnn"]["b"]
-            i, g_, f, o = jnp.split(z, 4, axis=-1)
-            cell = jax.nn.sigmoid(f + 1) * c0 + jax.nn.sigmoid(i) * jnp.tanh(g_)
-            h = jax.nn.sigmoid(o) * jnp.tanh(cell)
+            h, cell = lstm_cell(theta["rnn"], x_TI, h0, c0)
             next_from_lstm = jnp.mean(h @ theta["rnn_to_in"]["w"] + theta["rnn_to_in"]["b"], 0)
             ff_in_TF = h @ theta["rnn_to_ff"]["w"] + theta["rnn_to_ff"]["b"]
 
@@ -216,7 +208,7 @@ class RNNMLPLOpt:
             w0 = mlp[0]["w"]
             time = jnp.sin(t / (jnp.asarray(TIMESCALES) * np.pi))
             updates, messages = [], []
-            for k, (p, g, m, r) in enumerate(zip(ps, gs, ms, rs, strict=True)):
+            for k, (param, p, g, m, r) in enumerate(zip(params_in, ps, gs, ms, rs, strict=True)):
                 n = max(p.size, 1)
                 # what is shared by the tensor's parameters enters the first layer as a bias
                 sizes = jnp.stack(
@@ -225,7 +217,7 @@ class RNNMLPLOpt:
                 shared = jnp.concatenate([time, sizes, ff_in_TF[k]])
                 bias = shared @ w0[NUM_PARAM_FEATURES:] + mlp[0]["b"]
                 step, total = self._mlp_step(mlp, w0, bias, g.reshape(n), p.reshape(n), m, r)
-                updates.append(-step.reshape(p.shape).astype(p.dtype))
+                updates.append(update_like(step, param))
                 messages.append(total / n)
             unflat = tree.unflatten
             return unflat(updates), RNNMLPLOptState(
@@ -241,4 +233,5 @@ class RNNMLPLOpt:
                 state.step + 1,
             )
 
+        # not jitted here: the caller's jit composes (see LearnedOptimizer)
         return optax.GradientTransformationExtraArgs(init, update)

@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lopt.base import LearnedOptimizer, Theta
-from lopt.problems import InnerProblem
-from meta.truncated import new_worker, unroll
+from metalearn.lopt.base import LearnedOptimizer, Theta
+from metalearn.lopt.problems import InnerProblem
+from metalearn.meta.truncated import new_worker, unroll
 
 FINAL_BATCH = 1024  # examples on which a run's final training loss is measured
 

@@ -22,10 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lopt.accumulators import ema, factored_init, factored_update
-from lopt.base import Theta
-from lopt.blocks import block_sums, per_parameter_mlp, split
-from meta.errors import UserError
+from metalearn.core.errors import UserError
+from metalearn.lopt.accumulators import adafactor_channels, ema, factored_init, factored_update
+from metalearn.lopt.base import Theta
+from metalearn.lopt.blocks import block_sums, per_parameter_mlp, split
+from metalearn.lopt.cells import lstm_cell
+from metalearn.lopt.per_tensor import STATE_DTYPE, stat_zeros, tensors, update_like
 
 MOMENTUM_DECAYS = (0.9, 0.99, 0.999)
 RMS_DECAYS = (0.999,)
@@ -125,14 +127,6 @@ def _lstm_features(p, m, rms, progress: jax.Array, loss_feats: jax.Array) -> jax
     return _lstm_features_from(sums, p.shape, progress, loss_feats)
 
 
-def _lstm(w: Theta, x_TI: jax.Array, h_TH: jax.Array, c_TH: jax.Array):
-    """Haiku's LSTM cell: gates i, g, f, o from [x, h]; the forget gate is biased by +1."""
-    z = jnp.concatenate([x_TI, h_TH], -1) @ w["w"] + w["b"]
-    i, g, f, o = jnp.split(z, 4, axis=-1)
-    c = jax.nn.sigmoid(f + 1) * c_TH + jax.nn.sigmoid(i) * jnp.tanh(g)
-    return jax.nn.sigmoid(o) * jnp.tanh(c), c
-
-
 def _linear(w: Theta, x: jax.Array) -> jax.Array:
     return x @ w["w"] + w["b"]
 
@@ -140,22 +134,11 @@ def _linear(w: Theta, x: jax.Array) -> jax.Array:
 def _ff_features(factored: bool, p, g, m, rms, row, col, fa, fb) -> list[jax.Array]:
     """The 30 per-parameter feature channels (14 groups, see GROUPS) of a tensor or a block of
     its rows (moments after this step; `row`, `col`, `fa`, `fb` from `FactoredStep`, maybe
-    broadcast)."""
-    d = m.shape[-1]
-    fa, fb = (jnp.broadcast_to(x, x.shape[:-1] + (d,)) for x in (fa, fb))  # fb may be 1 wide
-    m, row, col, fa, fb = split(m), split(row), split(col), split(fa), split(fb)
-    rms = rms[..., 0]
-    r = jax.lax.rsqrt(rms + 1e-6)
-    fac = [a * b for a, b in zip(fa, fb, strict=True)]
-    # unfactored tensors: the diagonal estimate stands in for both factors (no epsilon here)
-    last = (
-        [x * f for x, f in zip(m, fac, strict=True)]
-        if factored
-        else [x * v**-0.5 for x, v in zip(m, row, strict=True)]
-    )
-    out = [g, jnp.clip(g, -0.1, 0.1), p, *m, rms, *(x * r for x in m), r]
-    out += [*(g * f for f in fac), g * r, *row, *col]
-    return out + [jax.lax.rsqrt(x + 1e-8) for x in row + col] + last
+    broadcast). Unfactored tensors: the diagonal estimate with no epsilon, as released."""
+    c = adafactor_channels(factored, g, m, rms, row, col, fa, fb, diag_eps=0.0)
+    out = [g, jnp.clip(g, -0.1, 0.1), p, *c.m, c.rms, *(x * c.r for x in c.m), c.r]
+    out += [*c.g_fac, g * c.r, *c.row, *c.col]
+    return out + c.inv_roots + c.m_fac
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,22 +217,18 @@ class VeLO:
         H = self.lstm_hidden
 
         def init(params: optax.Params) -> VeLOState:
-            leaves = jax.tree_util.tree_leaves(params)
-            zeros = lambda k: jax.tree_util.tree_map(  # noqa: E731
-                lambda p: jnp.zeros(p.shape + (k,), p.dtype), params
-            )
-            hidden = jnp.zeros((len(leaves), H))
+            hidden = jnp.zeros((len(jax.tree_util.tree_leaves(params)), H), STATE_DTYPE)
             return VeLOState(
-                zeros(len(MOMENTUM_DECAYS)),
-                zeros(len(RMS_DECAYS)),
+                stat_zeros(params, len(MOMENTUM_DECAYS)),
+                stat_zeros(params, len(RMS_DECAYS)),
                 jax.tree_util.tree_map(
                     lambda p: factored_init(jnp.atleast_1d(p), len(ADAFACTOR_DECAYS)), params
                 ),
                 hidden,
                 hidden,
                 LossBuffer(
-                    jnp.zeros(NUM_LOSS),
-                    jnp.full(NUM_LOSS, 999999999999.0),
+                    jnp.zeros(NUM_LOSS, STATE_DTYPE),
+                    jnp.full(NUM_LOSS, 999999999999.0, STATE_DTYPE),
                     jnp.zeros((), jnp.int32),
                 ),
                 jnp.zeros((), jnp.int32),
@@ -262,21 +241,19 @@ class VeLO:
             buf = _loss_update(state.loss, jnp.asarray(loss, jnp.float32), loss_decays)
             loss_feats = _loss_features(buf, loss_decays)
             progress = state.iteration.astype(jnp.float32) / self.num_steps
-            tree = jax.tree_util.tree_structure(params)
-            ps = tree.flatten_up_to(params)
-            gs = [jnp.clip(g, -GRAD_CLIP, GRAD_CLIP) for g in tree.flatten_up_to(grads)]
-            ms = tree.flatten_up_to(state.momenta)
-            rs = tree.flatten_up_to(state.rms)
-            facs = tree.flatten_up_to(state.factored)
+            tree, per_tensor = tensors(params, grads, state.momenta, state.rms, state.factored)
+            ps = [p for p, *_ in per_tensor]
 
             def advance(g, m, r):  # the moments after this step
                 return ema(m, g, m_decays), ema(r, g * g, r_decays)
 
             # one pass over every tensor sums both what the LSTM reads (moments before this
             # step) and the squares of the MLP's feature channels (moments after it)
-            tensors = []
-            for p, g, m, r, fac in zip(ps, gs, ms, rs, facs, strict=True):
-                p1, g1 = jnp.atleast_1d(p), jnp.atleast_1d(g)
+            prepared = []
+            for p, g, m, r, fac in per_tensor:
+                # computed in float32, whatever the parameters' dtype
+                g = jnp.clip(g.astype(STATE_DTYPE), -GRAD_CLIP, GRAD_CLIP)
+                p1, g1 = jnp.atleast_1d(p.astype(STATE_DTYPE)), jnp.atleast_1d(g)
                 m1, r1 = m.reshape(p1.shape + m.shape[-1:]), r.reshape(p1.shape + r.shape[-1:])
                 fstep = factored_update(fac, g1, f_decays)
                 extra_sources = (fstep.row, fstep.col, fstep.factor_a, fstep.factor_b)
@@ -286,11 +263,11 @@ class VeLO:
                     return _moment_terms(p, m, r) + [x * x for x in feats]
 
                 sums = block_sums(terms, (p1, g1, m1, r1, *extra_sources), p1.shape)
-                tensors.append((p1, g1, m1, r1, fstep, extra_sources, sums))
+                prepared.append((p1, g1, m1, r1, fstep, extra_sources, sums))
             x_TI = jnp.stack(
                 [
                     _lstm_features_from(t[-1][:NUM_MOMENT_TERMS], p.shape, progress, loss_feats)
-                    for p, t in zip(ps, tensors, strict=True)
+                    for p, t in zip(ps, prepared, strict=True)
                 ]
             )
 
@@ -300,7 +277,7 @@ class VeLO:
             init_state = theta["lstm_init_state"]
             h0 = jnp.where(first, init_state["hidden"], state.lstm_hidden)
             c0 = jnp.where(first, init_state["cell"], state.lstm_cell)
-            h, c = _lstm(rnn["rnn/linear"], _linear(rnn["linear_2"], x_TI) + pooled, h0, c0)
+            h, c = lstm_cell(rnn["rnn/linear"], _linear(rnn["linear_2"], x_TI) + pooled, h0, c0)
             controls_TP = _linear(rnn["rnn_to_controls"], h)
             lr_mult_T = _linear(rnn["step_size"], h)[:, 0]
 
@@ -308,7 +285,7 @@ class VeLO:
             P = controls_TP.shape[-1]
             updates, momenta, rms, factored = [], [], [], []
             for t, (p, (p1, g1, m1, r1, fstep, extra_sources, sums)) in enumerate(
-                zip(ps, tensors, strict=True)
+                zip(ps, prepared, strict=True)
             ):
                 m1, r1 = advance(g1, m1, r1)
                 # the tensor's MLP: 100 x the control-weighted mean of the bank
@@ -322,7 +299,7 @@ class VeLO:
                 step = self._ff_step(
                     sources, fstep.factored, sums[NUM_MOMENT_TERMS:], mixed, lr_scale
                 )
-                updates.append(-step.reshape(p.shape).astype(p.dtype))
+                updates.append(update_like(step, p))
                 momenta.append(m1.reshape(p.shape + m1.shape[-1:]))
                 rms.append(r1.reshape(p.shape + r1.shape[-1:]))
                 factored.append(fstep.state)
@@ -337,5 +314,5 @@ class VeLO:
                 state.iteration + 1,
             )
 
-        # jitted: called eagerly, the unrolled per-parameter MLP would dispatch thousands of ops
-        return optax.GradientTransformationExtraArgs(init, jax.jit(update))
+        # not jitted here: the caller's jit composes (see LearnedOptimizer)
+        return optax.GradientTransformationExtraArgs(init, update)

@@ -17,9 +17,9 @@ import jax
 import numpy as np
 from flax import serialization
 
-from lopt.velo import VeLO
-from meta.errors import UserError
-from meta.files import atomic_write_bytes
+from metalearn.core.errors import UserError
+from metalearn.core.files import atomic_write_bytes
+from metalearn.lopt.velo import VeLO
 
 
 def _namedtuple_fields(node: Any) -> Any:

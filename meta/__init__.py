@@ -1,35 +1,33 @@
 """The shared backbone: one meta-training loop, gradient estimators, one evaluation API.
 
-Core modules (loop, objective, evaluate, baselines, results) import no model code; `meta.runs`
-and `meta.cli` find experiments and learners by name.
+It imports no task family, no model code and no experiment: the plug-ins satisfy its
+protocols (`Objective`, `GradientEstimator`, `TruncatedTask`, `Learner`) structurally.
+Run directories and experiment lookup live one floor up, in `metalearn.runs`.
 """
 
-from meta.errors import NonFiniteError, UserError
-from meta.evaluate import Curve, Curves, Learner, evaluate
-from meta.experiment import Setup
-from meta.loop import LoopConfig, TrainResult, meta_train
-from meta.objective import Backprop, Estimate, GradientEstimator, Objective
-from meta.optim import OptimConfig
-from meta.runs import Run, load, make_config, train
+from metalearn.core.errors import NonFiniteError, UserError
+from metalearn.meta.evaluate import Curve, Curves, Learner, evaluate
+from metalearn.meta.experiment import EvalDefaults, Setup
+from metalearn.meta.loop import LoopConfig, TrainResult, meta_train
+from metalearn.meta.objective import Estimate, Estimator, GradientEstimator, Objective, backprop
+from metalearn.meta.optim import OptimConfig
 
 __all__ = [
-    "Backprop",
     "Curve",
     "Curves",
     "Estimate",
+    "Estimator",
+    "EvalDefaults",
     "GradientEstimator",
     "Learner",
     "LoopConfig",
     "NonFiniteError",
     "Objective",
     "OptimConfig",
-    "Run",
     "Setup",
     "TrainResult",
     "UserError",
+    "backprop",
     "evaluate",
-    "load",
-    "make_config",
     "meta_train",
-    "train",
 ]

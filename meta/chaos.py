@@ -21,11 +21,11 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from meta.errors import UserError
-from meta.estimators import ESTIMATORS, TruncatedBackprop
-from meta.files import atomic_write, atomic_write_text
-from meta.objective import Theta
-from meta.truncated import TruncatedTask, episode_loss
+from metalearn.core.errors import UserError
+from metalearn.core.files import atomic_write, atomic_write_text
+from metalearn.meta.estimators import ESTIMATORS
+from metalearn.meta.objective import Theta
+from metalearn.meta.truncated import TruncatedTask, episode_loss
 
 EXACT = "exact"
 
@@ -84,11 +84,9 @@ def diagnose(
         points.append(ChaosPoint(length, EXACT, *_spread(grad(theta, keys)), samples))
         window = min(truncation, length)
         for name in estimators:
-            cls = ESTIMATORS[name]
             if name == "nres" and length % window:
                 continue  # NRES needs whole windows per episode
-            kw = {} if cls is TruncatedBackprop else {"sigma": sigma}
-            est = cls(t, num_workers=samples, truncation=window, **kw)
+            est = ESTIMATORS[name](t, num_workers=samples, truncation=window, sigma=sigma)
             state = jax.jit(est.init)(k_init, theta)
             grads, _, _ = jax.jit(est.per_worker)(theta, state, k_est)
             points.append(ChaosPoint(length, name, *_spread(grads), samples))

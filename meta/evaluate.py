@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from meta.errors import UserError
+from metalearn.core.errors import UserError
 
 CHUNK = 512  # most sequences drawn per key (bounds memory; fixed, so results are repeatable)
 SCHEMA = 1

@@ -12,10 +12,28 @@ from pathlib import Path
 
 import jax
 
-from meta.evaluate import Curves, Learner
-from meta.loop import LoopConfig
-from meta.objective import GradientEstimator, Theta
-from meta.optim import OptimConfig
+from metalearn.meta.evaluate import Curves, Learner
+from metalearn.meta.loop import LoopConfig
+from metalearn.meta.objective import GradientEstimator, Theta
+from metalearn.meta.optim import OptimConfig
+from metalearn.meta.truncated import TruncatedTask
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalDefaults:
+    """What `metalearn eval` assumes for a run when not told otherwise.
+
+    family: the SPEC that `--family train` stands for (the run's training family).
+    examples: the sequence length on task families (budgets count examples).
+    steps: the optimizer steps on inner problems (budgets count steps).
+    """
+
+    family: str | None = None
+    examples: int | None = None
+    steps: int | None = None
+
+    def length(self, unit: str) -> int | None:
+        return {"examples": self.examples, "steps": self.steps}.get(unit)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,11 +41,13 @@ class Setup:
     """A meta-training problem and how to evaluate its result.
 
     init: fresh meta-parameters from a key.
-    estimator: the meta-gradient estimator (e.g. `Backprop(objective)`).
+    estimator: the meta-gradient estimator (e.g. `backprop(objective)`).
     learner: meta-parameters (and a display name) -> a learner for `meta.evaluate`.
     periodic_eval: cheap scores logged every `loop.eval_every` steps.
     report: the study run after training: evaluates, writes files under the run directory,
       returns the curves.
+    eval_defaults: the family and lengths `metalearn eval` uses for this run's learner.
+    truncated_task: the system the estimator unrolls, if any (`metalearn chaos` diagnoses it).
     """
 
     init: Callable[[jax.Array], Theta]
@@ -37,3 +57,5 @@ class Setup:
     learner: Callable[[Theta, str], Learner]
     periodic_eval: Callable[[Theta], dict[str, float]] | None = None
     report: Callable[[Theta, Path, str], Curves] | None = None
+    eval_defaults: EvalDefaults = EvalDefaults()
+    truncated_task: TruncatedTask | None = None

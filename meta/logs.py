@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from meta.files import atomic_write_text
+from metalearn.core.files import atomic_write_text
 
 
 def _clean(value: Any) -> Any:
@@ -40,7 +40,7 @@ class MetricsLog:
             try:
                 from tensorboardX import SummaryWriter
             except ImportError:
-                from meta.errors import UserError
+                from metalearn.core.errors import UserError
 
                 raise UserError(
                     "loop.tensorboard=true needs tensorboardX: pip install 'metalearn[tensorboard]'"

@@ -17,11 +17,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from meta.errors import NonFiniteError, UserError
-from meta.logs import MetricsLog
-from meta.objective import GradientEstimator, Theta
-from meta.optim import OptimConfig
-from meta.sharding import task_mesh
+from metalearn.core.errors import NonFiniteError, UserError
+from metalearn.meta.logs import MetricsLog
+from metalearn.meta.objective import GradientEstimator, Theta
+from metalearn.meta.optim import OptimConfig
+from metalearn.meta.sharding import task_mesh
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +98,7 @@ def meta_train(
     start = 0
     lead = jax.process_index() == 0  # in a multi-host job one process logs and shows progress
     if run_dir is not None:
-        from meta.checkpoint import Checkpointer
+        from metalearn.meta.checkpoint import Checkpointer
 
         ckpt = Checkpointer(Path(run_dir) / "checkpoints", keep=loop.keep_checkpoints)
         if resume and ckpt.latest_step() is not None:

@@ -3,12 +3,12 @@ gradient estimators that turn it into meta-gradients. No model code lives here."
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 import jax
 
-from meta.sharding import shard_tasks
+from metalearn.meta.sharding import shard_tasks
 
 Theta = Any  # a pytree of arrays
 
@@ -45,17 +45,26 @@ class GradientEstimator(Protocol):
     def estimate(self, theta: Theta, state: Any, key: jax.Array, step: jax.Array) -> Estimate: ...
 
 
-@dataclasses.dataclass(frozen=True)
-class Backprop:
-    """Exact gradient of the objective's loss on a freshly sampled batch of tasks."""
+class Estimator(NamedTuple):
+    """A gradient estimator as a value: a pair of pure functions (like an optax
+    `GradientTransformation`). Factories build them: `backprop` here, the truncated-unroll
+    estimators in `meta.estimators`."""
 
-    objective: Objective
+    init: Callable[[jax.Array, Theta], Any]
+    estimate: Callable[[Theta, Any, jax.Array, jax.Array], Estimate]
 
-    def init(self, key: jax.Array, theta: Theta) -> tuple[()]:
+
+def backprop(objective: Objective) -> Estimator:
+    """Exact gradient of the objective's loss on a freshly sampled batch of tasks, the task
+    axis sharded over the active mesh."""
+
+    def init(key: jax.Array, theta: Theta) -> tuple[()]:
         del key, theta
         return ()
 
-    def estimate(self, theta: Theta, state: Any, key: jax.Array, step: jax.Array) -> Estimate:
-        batch = shard_tasks(self.objective.sample(key, step))
-        (loss, metrics), grad = jax.value_and_grad(self.objective.loss, has_aux=True)(theta, batch)
+    def estimate(theta: Theta, state: Any, key: jax.Array, step: jax.Array) -> Estimate:
+        batch = shard_tasks(objective.sample(key, step))
+        (loss, metrics), grad = jax.value_and_grad(objective.loss, has_aux=True)(theta, batch)
         return Estimate(loss, grad, state, metrics)
+
+    return Estimator(init, estimate)

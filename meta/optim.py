@@ -6,7 +6,7 @@ import dataclasses
 
 import optax
 
-from meta.errors import UserError
+from metalearn.core.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)

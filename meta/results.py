@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from meta.evaluate import Curves
-from meta.files import atomic_write, atomic_write_text
+from metalearn.core.files import atomic_write, atomic_write_text
+from metalearn.meta.evaluate import Curves
 
 
 def write_json(curves: Curves, path: Path) -> None:

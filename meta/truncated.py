@@ -13,7 +13,7 @@ from typing import Any, NamedTuple, Protocol
 import jax
 import jax.numpy as jnp
 
-from meta.objective import Theta
+from metalearn.meta.objective import Theta
 
 InnerState = Any
 

@@ -57,7 +57,7 @@ def tiny_args() -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_args) -> Path:
     """One tiny quickstart run directory, trained once for the whole session."""
-    from meta.cli import main
+    from metalearn.cli import main
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     assert main(["train", *tiny_args, "--out", str(out)]) == 0

@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import data
-from meta.baselines import BASELINES, baseline
-from meta.errors import UserError
-from meta.evaluate import check_budgets, evaluate
-from meta.results import write_json
+from metalearn import data
+from metalearn.core.errors import UserError
+from metalearn.icl.baselines import BASELINES, baseline
+from metalearn.meta.evaluate import check_budgets, evaluate
+from metalearn.meta.results import write_json
 
 REG = data.make("linear_regression", dim=4, noise=0.5)
 CLS = data.make("random", dim=4, num_classes=3, items=3)

@@ -8,10 +8,10 @@ import json
 import jax
 import pytest
 
-from experiments.logistic_map import LogisticMap
-from meta.chaos import diagnose
-from meta.cli import main
-from meta.errors import UserError
+from metalearn.cli import main
+from metalearn.core.errors import UserError
+from metalearn.experiments.logistic_map import LogisticMap
+from metalearn.meta.chaos import diagnose
 
 
 def test_chaos_command_writes_files_and_shows_exploding_gradients(tmp_path, capsys):

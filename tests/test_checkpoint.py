@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from meta.checkpoint import Checkpointer
+from metalearn.meta.checkpoint import Checkpointer
 
 
 def test_checkpoint_round_trip_with_empty_arrays(tmp_path):

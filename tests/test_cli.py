@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from meta.cli import main
+from metalearn.cli import main
 
 
 def _err(capsys, argv) -> str:
@@ -25,7 +25,7 @@ def test_train_writes_a_run(tiny_run):
         assert (tiny_run / name).is_file(), name
     assert (tiny_run / "checkpoints").is_dir()
     config = json.loads((tiny_run / "config.json").read_text())
-    assert config["experiment"] == "experiments.quickstart"
+    assert config["experiment"] == "metalearn.experiments.quickstart"
     assert config["config"]["family"] == "projected:base=digits,dim=8"
     records = json.loads((tiny_run / "results.json").read_text())
     assert {r["learner"] for r in records} == {"tiny", "knn"}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import data
-from data.datasets import load_base
-from meta.errors import UserError
+from metalearn import data
+from metalearn.core.errors import UserError
+from metalearn.data.datasets import load_base
 
 
 def _images(n: int, size: int = 6, classes: int = 3, seed: int = 0):
@@ -54,7 +54,7 @@ def test_huggingface_path_on_a_local_hub_layout(tmp_path, monkeypatch):
     x, y = _hub_parquet(tmp_path / "ylecun" / "mnist" / "mnist" / "train-00000-of-00001.parquet")
     _hub_parquet(tmp_path / "ylecun" / "mnist" / "mnist" / "test-00000-of-00001.parquet", n=10)
     monkeypatch.setenv("METALEARN_DATA_DIR", str(tmp_path))
-    from data.datasets import _load_cached
+    from metalearn.data.datasets import _load_cached
 
     _load_cached.cache_clear()
     got_x, got_y = load_base("mnist", "train")

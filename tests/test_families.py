@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import data
-from meta.errors import UserError
+from metalearn import data
+from metalearn.core.errors import UserError
 
 SPECS = [
     "linear_regression:dim=5,noise=0.1",

@@ -8,11 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import data
-from data.datasets import load_normalized
-from lopt import MLP, ConvNet, InnerProblem, PatchTransformer, ProblemFamily
-from lopt.training import train_run
-from meta.errors import UserError
+from metalearn import data
+from metalearn.core.errors import UserError
+from metalearn.data.datasets import load_normalized
+from metalearn.lopt import MLP, ConvNet, InnerProblem, PatchTransformer, ProblemFamily
+from metalearn.lopt.training import train_run
 from tests.test_lopt_architectures import SMALL
 
 

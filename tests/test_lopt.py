@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -12,22 +10,11 @@ import numpy as np
 import optax
 import pytest
 
-from lopt import MLP, HandDesigned, InnerProblem, InnerTraining, MLPLOpt
-from lopt.mlp_lopt import DECAYS, TIMESCALES
-from meta.cli import main
-from meta.errors import UserError
-from meta.estimators import TruncatedBackprop
-
-README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-def test_readme_optax_section_runs():
-    text = README.read_text()
-    section = text.split("## Use a learned optimizer in your optax loop", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert blocks
-    for code in blocks:
-        exec(compile(code, "README.md", "exec"), {})
+from metalearn.cli import main
+from metalearn.core.errors import UserError
+from metalearn.lopt import MLP, HandDesigned, InnerProblem, InnerTraining, MLPLOpt
+from metalearn.lopt.mlp_lopt import DECAYS, TIMESCALES
+from metalearn.meta.estimators import truncated_backprop
 
 
 def test_hand_designed_is_exactly_optax():
@@ -68,7 +55,7 @@ def test_meta_gradients_through_inner_training_are_finite():
     lopt = MLPLOpt(hidden=8)
     task = InnerTraining(lopt, PROBLEM, horizon=6)
     theta = lopt.init(jax.random.key(0))
-    for est in (TruncatedBackprop(task, num_workers=2, truncation=3, stagger=False),):
+    for est in (truncated_backprop(task, num_workers=2, truncation=3, stagger=False),):
         state = est.init(jax.random.key(1), theta)
         out = jax.jit(est.estimate)(theta, state, jax.random.key(2), 0)
         leaves = jax.tree_util.tree_leaves(out.grad)
@@ -81,10 +68,10 @@ def test_optimization_curves_through_meta_evaluate():
     """Budgets in steps: learned and tuned hand-designed optimizers on the same runs (at step 0
     the same loss: same task, init and evaluation examples); run i's last budget is
     `train_run`'s final loss from its key; a learner of examples refuses an inner problem."""
-    import meta
-    from lopt.learner import OptimizerLearner, hand_designed_learner
-    from lopt.training import train_run
-    from meta.baselines import baseline
+    from metalearn import meta
+    from metalearn.icl.baselines import baseline
+    from metalearn.lopt.learner import OptimizerLearner, hand_designed_learner
+    from metalearn.lopt.training import train_run
 
     lopt = MLPLOpt(hidden=4)
     theta = lopt.init(jax.random.key(0))
@@ -169,8 +156,8 @@ def test_lopt_experiment_end_to_end(tmp_path, capsys):
 
 def test_lopt_experiment_adds_sampled_problems():
     """`sampled` draws extra training problems; 'train' evaluates them without augmentations."""
-    from experiments.lopt_mlp import Config
-    from lopt import ConvNet, ProblemFamily
+    from metalearn.experiments.lopt_mlp import Config
+    from metalearn.lopt import ConvNet, ProblemFamily
 
     family = ProblemFamily(
         families=("images:base=digits",),
@@ -200,8 +187,8 @@ def test_lopt_experiment_adds_sampled_problems():
 
 
 def test_optimizer_learner_sees_only_the_first_k_examples():
-    import data
-    from lopt.learner import hand_designed_learner
+    from metalearn import data
+    from metalearn.lopt.learner import hand_designed_learner
 
     family = data.from_spec("random:dim=3,num_classes=4,items=6")
     learner = hand_designed_learner("sgd", optax.sgd, 0.5, hidden=(), steps=5)

@@ -10,10 +10,10 @@ import optax
 import pytest
 from flax import nnx
 
-from lopt import LOPTS, AdafacMLPLOpt, RNNMLPLOpt, VeLO
-from lopt.accumulators import factored_dims, factored_init, factored_update
-from lopt.adafac_mlp_lopt import NUM_FEATURES, TIMESCALES
-from lopt.rnn_mlp_lopt import NUM_PARAM_FEATURES
+from metalearn.lopt import LOPTS, AdafacMLPLOpt, RNNMLPLOpt, VeLO
+from metalearn.lopt.accumulators import factored_dims, factored_init, factored_update
+from metalearn.lopt.adafac_mlp_lopt import NUM_FEATURES, TIMESCALES
+from metalearn.lopt.rnn_mlp_lopt import NUM_PARAM_FEATURES
 
 SMALL = {
     "mlp": lambda: LOPTS["mlp"](hidden=4),
@@ -91,7 +91,7 @@ def test_rnn_mlp_update_by_hand():
 def test_channel_sums_in_blocks(monkeypatch):
     """Feature statistics summed a block of rows at a time (plus the rows left over), with a
     broadcast source, equal the sums over the whole tensor."""
-    from lopt import blocks
+    from metalearn.lopt import blocks
 
     a = jax.random.normal(jax.random.key(0), (37, 11, 2))
     col = jax.random.normal(jax.random.key(1), (1, 11, 2))  # broadcast along the rows
@@ -111,8 +111,8 @@ def test_elementwise_mlp_is_the_mlp(shape):
     """The MLP unrolled over units equals the same MLP as matrix products on [N, channels],
     for broadcast channels (row and column statistics, entering through partial sums) and for
     tensors flattened for their short last axis."""
-    from lopt import blocks
-    from lopt.blocks import elementwise_mlp
+    from metalearn.lopt import blocks
+    from metalearn.lopt.blocks import elementwise_mlp
 
     keys = jax.random.split(jax.random.key(0), 8)
     xs = [jax.random.normal(keys[0], shape), jax.random.normal(keys[1], shape[:-1] + (1,))]
@@ -148,7 +148,7 @@ def test_big_mlp_in_blocks_of_rows_is_the_mlp(monkeypatch):
     """An MLP of more than DENSE_ABOVE weights runs as matrix products a block of rows at a
     time (a broadcast source passed whole, the rows left over as a smaller block): its outputs
     and gradients are those of the whole tensor as [N, channels] products."""
-    from lopt import blocks
+    from metalearn.lopt import blocks
 
     keys = jax.random.split(jax.random.key(0), 6)
     sources = [jax.random.normal(keys[0], (37, 11)), jax.random.normal(keys[1], (1, 11))]
@@ -180,7 +180,7 @@ def test_blocks_of_rows_change_nothing(name, monkeypatch):
     """Big tensors have their feature statistics (and RNNMLPLOpt its MLP) computed a block of
     rows at a time, and their per-parameter MLP unrolled, or as matrix products a block of rows
     at a time; the updates are those of the whole tensor at once, by matrix products."""
-    from lopt import blocks
+    from metalearn.lopt import blocks
 
     learned = SMALL[name]()
     theta = learned.init(jax.random.key(0))
@@ -269,3 +269,63 @@ def test_meta_gradient_through_inner_steps(small):
     leaves = jax.tree_util.tree_leaves(grads)
     assert all(bool(jnp.isfinite(g).all()) for g in leaves)
     assert sum(float(jnp.abs(g).sum()) for g in leaves) > 0
+
+
+def test_every_registered_optimizer_has_a_small_config():
+    """A new entry of LOPTS is smoke-tested here (and in the tests above) from the day it is
+    registered: it needs a small configuration in SMALL."""
+    assert set(SMALL) == set(LOPTS)
+
+
+def _types(tree):
+    return jax.tree_util.tree_map(lambda x: (x.shape, x.dtype, x.weak_type), tree)
+
+
+def test_bfloat16_parameters_inside_scan(small):
+    """The state keeps one dtype structure from step to step (no weak types either), so a
+    `lax.scan` over training steps with bfloat16 parameters works; updates stay bfloat16."""
+    lopt, theta = small
+    params, loss = _problem()
+    params = jax.tree_util.tree_map(lambda p: p.astype(jnp.bfloat16), params)
+    state = lopt.optimizer(theta).init(params)
+
+    @jax.jit
+    def train(theta, params, state):
+        opt = lopt.optimizer(theta)
+
+        def step(carry, _):
+            p, s = carry
+            value, grads = jax.value_and_grad(loss)(p)
+            updates, s = opt.update(grads, s, p, loss=value)
+            return (optax.apply_updates(p, updates), s), value
+
+        return jax.lax.scan(step, (params, state), None, length=3)
+
+    (after, state_after), losses = train(theta, params, state)
+    assert _types(jax.eval_shape(lambda s: s, state)) == _types(
+        jax.eval_shape(lambda s: s, state_after)
+    )
+    assert all(p.dtype == jnp.bfloat16 for p in jax.tree_util.tree_leaves(after))
+    assert bool(jnp.isfinite(losses).all())
+
+
+def test_one_compilation_serves_every_theta(small):
+    """`optimizer(theta)` inside the caller's jit: theta is an argument, so a second theta
+    reuses the compiled step (traced once)."""
+    lopt, theta = small
+    params, loss = _problem()
+    traces = []
+
+    @jax.jit
+    def step(theta, params, state):
+        traces.append(1)  # runs once per trace
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, state = lopt.optimizer(theta).update(grads, state, params, loss=value)
+        return optax.apply_updates(params, updates), state
+
+    state = lopt.optimizer(theta).init(params)
+    other = jax.tree_util.tree_map(lambda x: x * 0.5, theta)
+    first, s1 = step(theta, params, state)
+    second, _ = step(other, first, s1)
+    assert len(traces) == 1 and step._cache_size() == 1
+    assert not np.array_equal(np.asarray(first["w"]), np.asarray(params["w"]))

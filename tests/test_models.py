@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import data
-from icl.learner import InContextLearner, ModelConfig
-from icl.tokens import tokens
+from metalearn import data
+from metalearn.icl.learner import InContextLearner, ModelConfig
+from metalearn.icl.tokens import tokens
 
 L = 8
 

@@ -9,13 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import data
-from icl.learner import InContextLearner, ModelConfig, SequenceObjective
-from meta.errors import NonFiniteError
-from meta.logs import read_metrics
-from meta.loop import LoopConfig, meta_train
-from meta.objective import Backprop
-from meta.optim import OptimConfig
+from metalearn import data
+from metalearn.core.errors import NonFiniteError
+from metalearn.icl.learner import InContextLearner, ModelConfig, SequenceObjective
+from metalearn.meta.logs import read_metrics
+from metalearn.meta.loop import LoopConfig, meta_train
+from metalearn.meta.objective import backprop
+from metalearn.meta.optim import OptimConfig
 
 FAM = data.make("linear_regression", dim=3, noise=0.1)
 LEARNER = InContextLearner.for_family(ModelConfig(depth=1, width=16, heads=2), FAM, 8)
@@ -25,7 +25,7 @@ OPTIM = OptimConfig(lr=3e-3, warmup=2)
 
 
 def _train(**kw):
-    args = dict(init=OBJ.init, estimator=Backprop(OBJ), optim=OPTIM, loop=LOOP)
+    args = dict(init=OBJ.init, estimator=backprop(OBJ), optim=OPTIM, loop=LOOP)
     args.update(kw)
     return meta_train(**args)
 
@@ -88,6 +88,6 @@ def test_nan_is_reported_with_its_step():
             return loss, {**metrics, "loss": loss}
 
     with pytest.raises(NonFiniteError) as e:
-        _train(init=Poisoned().init, estimator=Backprop(Poisoned()))
+        _train(init=Poisoned().init, estimator=backprop(Poisoned()))
     assert e.value.step == 3 and e.value.quantity == "loss"
     assert "step 3" in str(e.value) and "nan" in str(e.value)

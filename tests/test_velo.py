@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from lopt.velo import FRACTIONS, LSTM_FEATURES, VeLO, _loss_decays, _lstm_features
-from lopt.velo_weights import load_velo, save_velo
-from meta.errors import UserError
+from metalearn.core.errors import UserError
+from metalearn.lopt.velo import FRACTIONS, LSTM_FEATURES, VeLO, _loss_decays, _lstm_features
+from metalearn.lopt.velo_weights import load_velo, save_velo
 
 SMALL = VeLO(num_steps=10, lstm_hidden=2, param_inits=2)
 

@@ -1,4 +1,5 @@
-"""Learners with no meta-parameters, in the same slot as meta-trained ones.
+"""Baselines of in-context learning: learners with no meta-parameters that read the same
+sequences as a meta-trained sequence model and fill the same slot of `meta.evaluate`.
 
 Each predicts example k from the first k examples of its sequence, for every budget k asked,
 with one vectorized function (vmapped over sequences and budgets).
@@ -12,10 +13,10 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from meta.errors import UserError
+from metalearn.core.errors import UserError
+from metalearn.meta.tuning import LEARNING_RATES, best_of
 
 # A rule maps (x [L, D], y [L], k, num_classes, lr) to the prediction for example k; lr is the
 # tuned learning rate of the rules that train something (a traced scalar: one compile per grid).
@@ -136,8 +137,8 @@ class Baseline:
         subset = "unseen" if family.num_tasks is not None else "all"
         batch = family.sample(key, self.tune_sequences, length, subset)
         target = batch.y[:, jnp.asarray(budgets)]
-        return max(
-            self.lr_grid, key=lambda lr: float(jnp.mean(predict(batch.x, batch.y, lr) == target))
+        return best_of(
+            self.lr_grid, lambda lr: float(jnp.mean(predict(batch.x, batch.y, lr) == target))
         )
 
 
@@ -147,8 +148,6 @@ def _vectorize(rule: Rule, budgets: Sequence[int], num_classes: int | None):
     per_seq = lambda x, y, lr: jax.vmap(lambda k: rule(x, y, k, num_classes, lr))(ks)  # noqa: E731
     return jax.jit(jax.vmap(per_seq, in_axes=(0, 0, None)))
 
-
-_HALF_DECADES = tuple(float(10.0**e) for e in np.arange(-3.0, 1.01, 0.5))
 
 BASELINES: dict[str, Baseline] = {
     b.name: b
@@ -188,14 +187,14 @@ BASELINES: dict[str, Baseline] = {
             ("classification",),
             lambda f: logistic_rule(optax.sgd, steps=100),
             "linear classifier, 100 steps of SGD, tuned lr",
-            lr_grid=_HALF_DECADES,
+            lr_grid=LEARNING_RATES,
         ),
         Baseline(
             "logistic_adam",
             ("classification",),
             lambda f: logistic_rule(optax.adam, steps=100),
             "linear classifier, 100 steps of Adam, tuned lr",
-            lr_grid=_HALF_DECADES,
+            lr_grid=LEARNING_RATES,
         ),
     )
 }

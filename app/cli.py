@@ -1,4 +1,4 @@
-"""The `metalearn` command line. The one place that reaches learners and experiments by name."""
+"""The `metalearn` command line: parses, calls the library, prints."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from meta.errors import NonFiniteError, UserError
+from metalearn.core.errors import NonFiniteError, UserError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -109,8 +109,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from meta import runs
-    from meta.sharding import maybe_initialize_distributed
+    from metalearn import runs
+    from metalearn.meta.sharding import maybe_initialize_distributed
 
     maybe_initialize_distributed()
     config = runs.make_config(args.config, args.overrides)
@@ -135,50 +135,25 @@ def _parse_budgets(text: str | None, length: int) -> list[int]:
 def _eval(args: argparse.Namespace) -> int:
     import jax
 
-    import data
-    from lopt import HAND_DESIGNED, InnerProblem
-    from lopt.learner import HALF_DECADES, hand_designed_learner
-    from meta import runs
-    from meta.baselines import BASELINES, baseline
-    from meta.evaluate import Curves, evaluate
-    from meta.results import plot, table, write_json
+    from metalearn import learners as registry
+    from metalearn.meta.evaluate import Curves, evaluate
+    from metalearn.meta.results import plot, table, write_json
 
-    learners, loaded = [], []
-    for name in args.learner:
-        if name in BASELINES:
-            learners.append(baseline(name))
-        elif name in HAND_DESIGNED:  # learning rate tuned on the grid 1e-4..1e-1
-            learners.append(hand_designed_learner(name, HAND_DESIGNED[name], HALF_DECADES))
-        elif not Path(name).is_dir():
-            raise UserError(
-                f"unknown learner {name!r}; use a baseline ({', '.join(BASELINES)}), an "
-                f"optimizer ({', '.join(HAND_DESIGNED)}) or a run directory written by "
-                "`metalearn train`"
-            )
-        else:
-            run = runs.load(name)
-            loaded.append(run)
-            learners.append(run.learner)
     if args.sequences < 2:
         raise UserError(f"--sequences must be at least 2, got {args.sequences}")
-    families = []
-    for spec in args.family:
-        if spec == "train":
-            if not loaded:
-                raise UserError("--family train needs a run directory among the learners")
-            spec = loaded[0].config.family
-        families.append(InnerProblem.from_spec(spec) if "|" in spec else data.from_spec(spec))
+    resolved = [registry.resolve(name) for name in args.learner]
+    learners = [learner for learner, _ in resolved]
+    setups = [run.setup for _, run in resolved if run is not None]
+    families = [_family(spec, setups) for spec in args.family]
     key = jax.random.key(args.seed)
     curves = Curves(())
     for family in families:
-        if family.budget_unit == "steps":
-            horizons = [r.config.horizon for r in loaded if hasattr(r.config, "horizon")]
-            length = args.length or min(horizons, default=100)
-            budgets = _parse_budgets(args.budgets, length + 1)  # 0 .. length steps
-        else:
-            lengths = [r.config.length for r in loaded if hasattr(r.config, "length")]
-            length = args.length or min(lengths, default=16)
-            budgets = _parse_budgets(args.budgets, length)
+        unit = family.budget_unit
+        # the shortest of the runs' own lengths in this unit: every run can be evaluated at it
+        lengths = [s.eval_defaults.length(unit) for s in setups]
+        length = args.length or min((n for n in lengths if n), default=DEFAULT_LENGTH[unit])
+        # a budget of k examples predicts example k+1; k steps may run to the last step
+        budgets = _parse_budgets(args.budgets, length + 1 if unit == "steps" else length)
         for learner in learners:
             curves += evaluate(
                 learner, family, budgets, args.sequences, key, length=length, seed=args.seed
@@ -191,8 +166,24 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_LENGTH = {"examples": 16, "steps": 100}
+
+
+def _family(spec: str, setups: list):
+    """A task family or an inner problem (`family|model|batch`); 'train' is the first run's
+    training family."""
+    from metalearn import data
+    from metalearn.lopt.problems import InnerProblem, is_problem_spec
+
+    if spec == "train":
+        spec = next((s.eval_defaults.family for s in setups if s.eval_defaults.family), None)
+        if spec is None:
+            raise UserError("--family train needs a run directory among the learners")
+    return InnerProblem.from_spec(spec) if is_problem_spec(spec) else data.from_spec(spec)
+
+
 def _families(args: argparse.Namespace) -> int:
-    import data
+    from metalearn import data
 
     for name, cls in sorted(data.FAMILIES.items()):
         doc = (cls.__doc__ or "").strip().splitlines()[0]
@@ -201,22 +192,16 @@ def _families(args: argparse.Namespace) -> int:
 
 
 def _learners(args: argparse.Namespace) -> int:
-    from lopt import HAND_DESIGNED
-    from meta.baselines import BASELINES
+    from metalearn.learners import LEARNERS
 
-    for b in BASELINES.values():
-        print(f"{b.name:18s} [{', '.join(b.kinds)}] {b.description}")
-    for name in HAND_DESIGNED:
-        print(
-            f"{name:18s} [steps, examples] optax.{name}, learning rate tuned on 1e-4..1e-1: "
-            "trains an inner problem, or an MLP on the examples seen"
-        )
+    for name, (_, line) in LEARNERS.items():
+        print(f"{name:18s} {line}")
     print("or a run directory written by `metalearn train`")
     return 0
 
 
 def _experiments(args: argparse.Namespace) -> int:
-    from meta import runs
+    from metalearn import runs
 
     for name in runs.list_experiments():
         doc = (runs.experiment_module(name).__doc__ or "").strip().splitlines()[0]
@@ -227,7 +212,8 @@ def _experiments(args: argparse.Namespace) -> int:
 def _chaos(args: argparse.Namespace) -> int:
     import jax
 
-    from meta import chaos, runs
+    from metalearn import runs
+    from metalearn.meta import chaos
 
     try:
         lengths = [int(t) for t in args.lengths.split(",") if t.strip()]
@@ -241,9 +227,7 @@ def _chaos(args: argparse.Namespace) -> int:
     else:
         setup = runs.make_config(args.config, args.overrides).setup()
         theta = setup.init(jax.random.key(args.seed))
-    est = setup.estimator
-    parts = getattr(est, "parts", (est,))  # a Mixture: its first system
-    task = getattr(parts[0], "task", None)
+    task = setup.truncated_task
     if task is None:
         raise UserError(f"experiment {args.config!r} has no truncated unroll to diagnose")
     names = [n for n in args.estimators.split(",") if n.strip()]
@@ -265,7 +249,7 @@ def _chaos(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     import importlib
 
-    return importlib.import_module(f"experiments.bench_{args.what}").main(args.args)
+    return importlib.import_module(f"metalearn.experiments.bench_{args.what}").main(args.args)
 
 
 if __name__ == "__main__":

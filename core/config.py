@@ -8,7 +8,7 @@ import types
 import typing
 from typing import Any
 
-from meta.errors import UserError
+from metalearn.core.errors import UserError
 
 _NONE_WORDS = ("none", "null")
 

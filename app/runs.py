@@ -1,7 +1,8 @@
 """Run directories: train an experiment into one, load one back as a learner.
 
-This module finds experiments by name (`experiments.<name>` or any importable module path),
-so it sits beside the command line, not in the backbone's core.
+This module finds experiments by name (`metalearn.experiments.<name>`, or any importable
+module path such as a user's `my_project.my_experiment`), so it belongs to the application
+layer, beside the command line, not to the backbone.
 """
 
 from __future__ import annotations
@@ -16,21 +17,35 @@ from typing import Any
 
 import jax
 
-from meta import config as cfglib
-from meta.errors import UserError
-from meta.evaluate import Curves, Learner
-from meta.experiment import Setup
-from meta.files import atomic_write_text
-from meta.loop import TrainResult, TrainState, initial_state, meta_train
-from meta.objective import Theta
+from metalearn.core import config as cfglib
+from metalearn.core.errors import UserError
+from metalearn.core.files import atomic_write_text
+from metalearn.meta.evaluate import Curves, Learner
+from metalearn.meta.experiment import Setup
+from metalearn.meta.loop import TrainResult, TrainState, initial_state, meta_train
+from metalearn.meta.objective import Theta
 
 CONFIG_FILE = "config.json"
 DEFAULT_EXPERIMENT = "quickstart"
 
 
+EXPERIMENTS = "metalearn.experiments"
+# run directories written before the one import namespace name their experiment this way
+_OLD_PREFIX = "experiments."
+
+
+def _module_path(name: str) -> str:
+    if "." not in name:
+        return f"{EXPERIMENTS}.{name}"
+    if name.startswith(_OLD_PREFIX):
+        return f"metalearn.{name}"
+    return name
+
+
 def experiment_module(name: str):
-    """The module of experiment `name`: `experiments.<name>`, or a dotted module path."""
-    path = name if "." in name else f"experiments.{name}"
+    """The module of experiment `name`: `metalearn.experiments.<name>`, or a dotted module
+    path."""
+    path = _module_path(name)
     try:
         module = importlib.import_module(path)
     except ModuleNotFoundError as e:
@@ -45,7 +60,7 @@ def experiment_module(name: str):
 
 
 def list_experiments() -> list[str]:
-    import experiments
+    from metalearn import experiments
 
     return sorted(
         m.name
@@ -165,13 +180,13 @@ def _read_record(run_dir: Path) -> dict[str, Any]:
 
 def load(run_dir: str | Path) -> Run:
     """A run directory's config and its latest checkpoint's meta-parameters."""
-    from meta.checkpoint import Checkpointer
+    from metalearn.meta.checkpoint import Checkpointer
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"learner {str(run_dir)!r} is neither a baseline nor a run directory")
     record = _read_record(run_dir)
-    module = importlib.import_module(record["experiment"])
+    module = experiment_module(record["experiment"])
     config = cfglib.from_dict(module.Config, record["config"])
     setup = config.setup()
     ckpt_dir = run_dir / "checkpoints"

@@ -1,0 +1,82 @@
+"""Run every executable code block of the README, as a user would, from a folder of a
+project that has its own `data` and `experiments` packages (so a name clash would show).
+
+    python .ci/readme_blocks.py README.md WORKDIR
+
+`python` and `bash` blocks run in order, each in a fresh process in WORKDIR; a block right
+after `<!-- readme: skip ... -->` is skipped, and `text` blocks (synopses) are never run.
+Also checks that the installed distribution, and a wheel built from the checkout, add the
+one top-level name `metalearn`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+FENCE = re.compile(r"^```(\w*)\s*$")
+SKIP = "<!-- readme: skip"
+
+
+def blocks(text: str) -> list[tuple[int, str, str]]:
+    """(line number, language, code) of every fenced block not marked to skip."""
+    out, lines, i = [], text.splitlines(), 0
+    while i < len(lines):
+        m = FENCE.match(lines[i])
+        if not m or not m.group(1):
+            i += 1
+            continue
+        start, lang = i, m.group(1)
+        j = i + 1
+        while not lines[j].startswith("```"):
+            j += 1
+        previous = next((ln for ln in reversed(lines[:start]) if ln.strip()), "")
+        if lang in ("python", "bash") and not previous.startswith(SKIP):
+            out.append((start + 1, lang, "\n".join(lines[start + 1 : j]) + "\n"))
+        i = j + 1
+    return out
+
+
+def check_top_level(repo: Path) -> None:
+    names = importlib.metadata.distribution("metalearn").read_text("top_level.txt").split()
+    assert names == ["metalearn"], f"installed top-level names: {names}"
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", tmp, str(repo)],
+            check=True,
+        )
+        (wheel,) = Path(tmp).glob("metalearn-*.whl")
+        tops = {n.split("/")[0] for n in zipfile.ZipFile(wheel).namelist()}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"metalearn"}, tops
+    print(f"one top-level name: metalearn (installed, and in {wheel.name})")
+
+
+def main(readme: str, workdir: str) -> int:
+    repo = Path(readme).resolve().parent
+    work = Path(workdir).resolve()
+    for package in ("data", "experiments"):  # the user's own packages of these names
+        (work / package).mkdir(parents=True, exist_ok=True)
+        (work / package / "__init__.py").write_text(f'"""The user\'s own {package}."""\n')
+    check_top_level(repo)
+    for line, lang, code in blocks(Path(readme).read_text()):
+        cmd = [sys.executable, "-c", code] if lang == "python" else ["bash", "-euo", "pipefail"]
+        start = time.perf_counter()
+        done = subprocess.run(
+            cmd, cwd=work, input=None if lang == "python" else code, text=True, timeout=900
+        )
+        took = time.perf_counter() - start
+        if done.returncode:
+            print(f"README block at line {line} ({lang}) failed with status {done.returncode}")
+            return 1
+        print(f"README block at line {line} ({lang}) ran in {took:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(*sys.argv[1:]))
