@@ -30,7 +30,7 @@ LEARNERS: dict[str, tuple[Callable[[], Learner], str]] = {
     **{
         name: (
             _optimizer(name),
-            f"[steps, examples] optax.{name}, learning rate tuned on "
+            f"[steps, examples] hand-designed (optax), learning rate tuned on "
             f"{grid_label(LEARNING_RATES)}: trains an inner problem, or an MLP on the examples "
             "seen",
         )

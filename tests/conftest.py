@@ -13,6 +13,14 @@ if "METALEARN_DATA_DIR" not in os.environ and SHARED_DATA.is_dir():
 # tests never reach a dataset hub
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# compilation dominates the suite: JAX's persistent cache keeps every compiled program (of
+# this process and of the subprocesses the tests start), so a program compiled once - in
+# another test, or in an earlier run - is loaded instead of compiled again
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".jax-cache")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 # a tiny quickstart: one small layer, short sequences, a few steps, few evaluation sequences
 TINY = [
