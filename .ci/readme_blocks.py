@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,8 +48,11 @@ def check_top_level(repo: Path) -> None:
     names = importlib.metadata.distribution("metalearn").read_text("top_level.txt").split()
     assert names == ["metalearn"], f"installed top-level names: {names}"
     with tempfile.TemporaryDirectory() as tmp:
+        # build from a copy: a build leaves build/ and *.egg-info behind in its source tree
+        skip = shutil.ignore_patterns(".git", "*venv*", "runs", "build", "*.egg-info", ".jax-*")
+        shutil.copytree(repo, Path(tmp) / "src", ignore=skip)
         subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", tmp, str(repo)],
+            [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp, f"{tmp}/src"],
             check=True,
         )
         (wheel,) = Path(tmp).glob("metalearn-*.whl")

@@ -122,21 +122,26 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_budgets(text: str | None, length: int) -> list[int]:
-    """The budgets given, or 0, the powers of two below `length` and the last: length - 1."""
+def _parse_budgets(text: str | None, below: int, bound: str) -> tuple[int, ...]:
+    """The budgets given, or 0, the powers of two below `below` and the last: below - 1."""
+    from metalearn.meta.evaluate import check_budgets
+
     if text is None:
-        return sorted({0, length - 1} | {2**i for i in range(length.bit_length()) if 2**i < length})
+        return tuple(
+            sorted({0, below - 1} | {2**i for i in range(below.bit_length()) if 2**i < below})
+        )
     try:
-        return [int(b) for b in text.split(",") if b.strip()]
+        values = [int(b) for b in text.split(",") if b.strip()]
     except ValueError:
         raise UserError(f"--budgets must be comma-separated integers, got {text!r}") from None
+    return check_budgets(values, below, bound)
 
 
 def _eval(args: argparse.Namespace) -> int:
     import jax
 
     from metalearn import learners as registry
-    from metalearn.meta.evaluate import Curves, evaluate
+    from metalearn.meta.evaluate import Curves, TrainingProblem, evaluate
     from metalearn.meta.results import plot, table, write_json
 
     if args.sequences < 2:
@@ -148,15 +153,25 @@ def _eval(args: argparse.Namespace) -> int:
     key = jax.random.key(args.seed)
     curves = Curves(())
     for family in families:
-        unit = family.budget_unit
+        steps = isinstance(family, TrainingProblem)
+        unit = "steps" if steps else "examples"
         # the shortest of the runs' own lengths in this unit: every run can be evaluated at it
         lengths = [s.eval_defaults.length(unit) for s in setups]
         length = args.length or min((n for n in lengths if n), default=DEFAULT_LENGTH[unit])
-        # a budget of k examples predicts example k+1; k steps may run to the last step
-        budgets = _parse_budgets(args.budgets, length + 1 if unit == "steps" else length)
+        # a budget of k examples predicts example k+1 (k < length); k steps may run to the last
+        if steps:
+            budgets = _parse_budgets(args.budgets, length + 1, f"the steps + 1 (--length {length})")
+        else:
+            budgets = _parse_budgets(args.budgets, length, f"the length (--length {length})")
         for learner in learners:
             curves += evaluate(
-                learner, family, budgets, args.sequences, key, length=length, seed=args.seed
+                learner,
+                family,
+                budgets,
+                args.sequences,
+                key,
+                length=None if steps else length,
+                seed=args.seed,
             )
     out = Path(args.out)
     write_json(curves, out)

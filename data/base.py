@@ -42,7 +42,6 @@ class TaskFamily(abc.ABC):
 
     name: ClassVar[str]
     kind: ClassVar[Kind]
-    budget_unit: ClassVar[str] = "examples"  # `meta.evaluate`: a budget counts examples seen
     num_tasks: int | None = None
     seed: int = 0
     bias: float = 0.0

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from metalearn.core.errors import UserError
+from metalearn.meta.evaluate import Predictions
 from metalearn.meta.tuning import LEARNING_RATES, best_of
 
 # A rule maps (x [L, D], y [L], k, num_classes, lr) to the prediction for example k; lr is the
@@ -118,9 +119,8 @@ class Baseline:
     description: str
     lr_grid: tuple[float, ...] = ()  # tuned when not empty
     tune_sequences: int = 256
-    budget_units: ClassVar[tuple[str, ...]] = ("examples",)
 
-    def prepare(self, family: Any, length: int, budgets: Sequence[int], key: jax.Array):
+    def predictor(self, family: Any, length: int, budgets: Sequence[int], key: jax.Array):
         kind = "regression" if family.num_classes is None else "classification"
         if kind not in self.kinds:
             raise UserError(
@@ -129,7 +129,7 @@ class Baseline:
             )
         predict = _vectorize(self.make_rule(family), budgets, family.num_classes)
         lr = self.tune(predict, family, length, budgets, key) if self.lr_grid else 0.0
-        return lambda x, y: predict(x, y, lr)
+        return lambda x, y: Predictions(predict(x, y, lr))
 
     def tune(self, predict, family: Any, length: int, budgets: Sequence[int], key: jax.Array):
         """The grid learning rate with the best mean accuracy over `budgets`, on tasks drawn

@@ -17,6 +17,7 @@ from metalearn.data.base import Batch, TaskFamily
 from metalearn.icl.lstm import LSTM
 from metalearn.icl.tokens import token_size, tokens
 from metalearn.icl.transformer import Transformer
+from metalearn.meta.evaluate import Predictions
 
 Theta = dict[str, Any]
 
@@ -141,9 +142,7 @@ class SequenceObjective:
 
 
 class TrainedPredictor:
-    """A meta-trained in-context learner in the evaluation slot (`meta.evaluate`)."""
-
-    budget_units = ("examples",)
+    """A meta-trained in-context learner in the evaluation slot (a `meta.evaluate.Predictor`)."""
 
     def __init__(self, learner: InContextLearner, theta: Theta, name: str):
         self.learner, self.theta, self.name = learner, theta, name
@@ -172,15 +171,17 @@ class TrainedPredictor:
                 f"examples; asked for {length} (use --length or budgets below {lr.max_length})"
             )
 
-    def prepare(self, family: TaskFamily, length: int, budgets, key: jax.Array):
+    def predictor(self, family: TaskFamily, length: int, budgets, key: jax.Array):
         del key  # nothing to tune
         self.check(family, length)
         idx = jnp.asarray(budgets)
         regression = self.learner.num_classes is None
 
         @jax.jit
-        def predict(x_NLD: jax.Array, y_NL: jax.Array) -> jax.Array:
+        def predict(x_NLD: jax.Array, y_NL: jax.Array) -> Predictions:
             out = self.learner.apply(self.theta, x_NLD, y_NL)[:, idx]
-            return out if regression else jnp.argmax(out, -1)
+            if regression:
+                return Predictions(out)
+            return Predictions(jnp.argmax(out, -1), jax.nn.log_softmax(out, -1))
 
         return predict

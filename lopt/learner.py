@@ -6,7 +6,7 @@
   k examples seen (full batch, a fixed number of steps) and predicts example k+1, so learned
   optimizers, hand-designed ones, in-context learners and baselines share one table.
 
-A hand-designed optimizer given a grid of learning rates tunes it in `prepare`, on tasks or
+A hand-designed optimizer given a grid of learning rates tunes it first, on tasks or
 runs drawn apart from the evaluation's."""
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from metalearn.lopt.base import HandDesigned, LearnedOptimizer, Theta
 from metalearn.lopt.models import MLP
 from metalearn.lopt.problems import InnerProblem, per_example_loss
 from metalearn.lopt.training import loss_curve
+from metalearn.meta.evaluate import Predictions
 from metalearn.meta.tuning import best_of
 
 
@@ -39,10 +40,9 @@ class OptimizerLearner:
     name: str
     hidden: tuple[int, ...] = (32,)
     steps: int = 100
-    grid: tuple[float, ...] = ()  # hand-designed only: learning rates to tune over in prepare
+    grid: tuple[float, ...] = ()  # hand-designed only: learning rates to tune over first
     tune_sequences: int = 128  # examples: sequences to tune on
     tune_runs: int = 3  # steps: runs to tune on (best mean loss at the last budget)
-    budget_units = ("examples", "steps")
 
     def __post_init__(self) -> None:
         if self.steps < 1 or any(h < 1 for h in self.hidden):
@@ -50,11 +50,14 @@ class OptimizerLearner:
                 f"steps and hidden widths must be positive, got {self.steps}, {self.hidden}"
             )
 
-    def prepare(self, family: Any, length: int, budgets: Sequence[int], key: jax.Array):
-        if isinstance(family, InnerProblem):
-            learner = self.tuned(family, budgets, key) if self.grid else self
-            budgets = tuple(budgets)
-            return lambda keys: _run_losses(self.lopt, family, budgets, learner.theta, keys)
+    def step_losses(self, problem: InnerProblem, budgets: Sequence[int], key: jax.Array):
+        """The training losses [N, len(budgets)] of runs keys [N] (tuned first, if a grid)."""
+        learner = self.tuned(problem, budgets, key) if self.grid else self
+        budgets = tuple(budgets)
+        return lambda keys: _run_losses(self.lopt, problem, budgets, learner.theta, keys)
+
+    def predictor(self, family: Any, length: int, budgets: Sequence[int], key: jax.Array):
+        """At budget k: a fresh MLP trained for `steps` steps on the k examples seen."""
         out = family.num_classes or 1
         model = MLP(self.hidden)
         idx = jnp.asarray(budgets)
@@ -74,17 +77,17 @@ class OptimizerLearner:
                 return (optax.apply_updates(p, updates), s), None
 
             (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, self.steps)
-            o = model.apply(params, x_LD[k][None])[0]
-            return o[0] if family.num_classes is None else jnp.argmax(o)
+            return model.apply(params, x_LD[k][None])[0]
 
         @jax.jit
-        def predict_with(theta, x_NLD, y_NL):
+        def predict_with(theta, x_NLD, y_NL) -> Predictions:
             keys = jax.random.split(k_init, x_NLD.shape[0])  # the same inits for every learner
             over_budgets = jax.vmap(one, (None, None, None, 0, None))
             init = lambda k: model.init(k, (family.input_dim,), out)  # noqa: E731
-            return jax.vmap(lambda x, y, k: over_budgets(theta, x, y, idx, init(k)))(
-                x_NLD, y_NL, keys
-            )
+            o = jax.vmap(lambda x, y, k: over_budgets(theta, x, y, idx, init(k)))(x_NLD, y_NL, keys)
+            if family.num_classes is None:
+                return Predictions(o[..., 0])
+            return Predictions(jnp.argmax(o, -1), jax.nn.log_softmax(o, -1))
 
         k_init, k_tune = jax.random.split(key)
         theta = self.theta
@@ -122,7 +125,7 @@ class OptimizerLearner:
         target = batch.y[:, budgets[-1]]
 
         def score(lr: float) -> float:
-            pred = predict_with({"lr": jnp.float32(lr)}, batch.x, batch.y)[:, -1]
+            pred = predict_with({"lr": jnp.float32(lr)}, batch.x, batch.y).value[:, -1]
             if family.num_classes is None:
                 return -float(jnp.mean((pred - target) ** 2))
             return float(jnp.mean(pred == target))

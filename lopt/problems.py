@@ -52,7 +52,6 @@ class InnerProblem:
     batch_size: int = 128
     rescale: float = 0.0
     min_batch: int = 0
-    budget_unit: ClassVar[str] = "steps"  # `meta.evaluate`: a budget counts optimizer steps
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

@@ -11,7 +11,6 @@ import optax
 
 from metalearn.lopt.base import LearnedOptimizer, Theta
 from metalearn.lopt.problems import InnerProblem
-from metalearn.meta.truncated import new_worker, unroll
 
 FINAL_BATCH = 1024  # examples on which a run's final training loss is measured
 
@@ -46,6 +45,18 @@ class InnerTraining:
         return new, jnp.log(loss) if self.log_loss else loss
 
 
+def _steps(
+    task: InnerTraining, theta: Theta, state: InnerState, key: jax.Array, start: int, stop: int
+):
+    """Inner steps start..stop-1 as a plain scan; step i draws from fold_in(key, i). Returns
+    the state after them and their minibatch losses."""
+
+    def step(state, i):
+        return task.step(theta, state, jax.random.fold_in(key, i))
+
+    return jax.lax.scan(step, state, jnp.arange(start, stop))
+
+
 def loss_curve(
     lopt: LearnedOptimizer,
     theta: Theta,
@@ -54,17 +65,25 @@ def loss_curve(
     key: jax.Array,
 ) -> jax.Array:
     """[len(budgets)]: one run's training loss (on the same FINAL_BATCH fresh examples of its
-    task) after each budget of steps (sorted); `train_run`'s task, init and batches."""
-    task = InnerTraining(lopt, problem, budgets[-1] + 1)  # never restarts within the run
-    worker = new_worker(task, key)
+    task) after each budget of steps (sorted); `train_run`'s task, init and batches.
+
+    One scan over the budgets, each segment a loop of inner steps up to the next budget, so
+    the optimizer's update is compiled once however many budgets there are."""
+    task = InnerTraining(lopt, problem, budgets[-1])
+    k_steps = jax.random.fold_in(key, 1)
     big = dataclasses.replace(problem, batch_size=FINAL_BATCH, min_batch=0)
-    out, done = [], 0
-    for budget in budgets:
-        if budget > done:
-            run = unroll(task, theta, worker, jax.random.fold_in(key, 1), budget - done, done)
-            worker, done = run.worker, budget
-        out.append(big.loss(worker.inner.params, worker.inner.task, jax.random.fold_in(key, 2)))
-    return jnp.stack(out)
+    stops = jnp.asarray(budgets, jnp.int32)
+    starts = jnp.concatenate([jnp.zeros(1, jnp.int32), stops[:-1]])
+
+    def segment(state, bounds):
+        def step(i, state):
+            return task.step(theta, state, jax.random.fold_in(k_steps, i))[0]
+
+        state = jax.lax.fori_loop(bounds[0], bounds[1], step, state)
+        return state, big.loss(state.params, state.task, jax.random.fold_in(key, 2))
+
+    state = task.init(jax.random.fold_in(key, 0))
+    return jax.lax.scan(segment, state, (starts, stops))[1]
 
 
 def train_run(
@@ -72,8 +91,8 @@ def train_run(
 ) -> tuple[jax.Array, jax.Array]:
     """One inner training run from a fresh problem: its minibatch losses [steps] and its final
     training loss (on FINAL_BATCH fresh examples of the task)."""
-    task = InnerTraining(lopt, problem, steps + 1)  # never restarts within the run
-    run = unroll(task, theta, new_worker(task, key), jax.random.fold_in(key, 1), steps)
-    inner = run.worker.inner
+    task = InnerTraining(lopt, problem, steps)
+    state = task.init(jax.random.fold_in(key, 0))
+    state, losses = _steps(task, theta, state, jax.random.fold_in(key, 1), 0, steps)
     big = dataclasses.replace(problem, batch_size=FINAL_BATCH, min_batch=0)
-    return run.losses, big.loss(inner.params, inner.task, jax.random.fold_in(key, 2))
+    return losses, big.loss(state.params, state.task, jax.random.fold_in(key, 2))

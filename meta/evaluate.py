@@ -1,15 +1,17 @@
-"""One evaluation API: a learner's metric versus adaptation budget on a task family.
+"""One evaluation API: a learner's metric versus adaptation budget, in one of two settings the
+backbone declares as protocols and the plug-ins satisfy structurally:
 
-A family measures budgets in one of two units (its `budget_unit`):
-- "examples" (a `data` task family): budget k means the learner has seen k labelled examples
-  of a task and predicts example k+1 (index k). The learner offers
-  `prepare(family, length, budgets, key) -> predict(x [N, L, D], y [N, L]) -> [N, len(budgets)]`.
-- "steps" (an inner training problem, e.g. `lopt.InnerProblem`): budget k means k optimizer
-  steps from a fresh problem; the metric is the training loss after them. The learner offers
-  `prepare(problem, steps, budgets, key) -> losses(keys [N]) -> [N, len(budgets)]`, run i
-  drawing its task, initialization and batches from keys[i].
+- an `ExampleFamily` (a `metalearn.data` task family) with a `Predictor`: budget k means the
+  learner has seen k labelled examples of a task and predicts example k+1 (index k). The
+  predictor returns `Predictions`: the predicted label or target at every budget, and, for
+  classification, log-probabilities when it has them, so one evaluation reports several
+  metrics (`METRICS`: accuracy, negative log-likelihood, squared error).
+- a `TrainingProblem` (an inner problem, e.g. `metalearn.lopt.InnerProblem`) with a
+  `StepLearner`: budget k means k optimizer steps from a fresh problem; the metric is the
+  training loss after them, run i drawing its task, initialization and batches from keys[i].
 
-Meta-trained models and baselines fill the same slot, and say which units they accept.
+Meta-trained models and baselines fill the same slots; a learner of both kinds (an optimizer,
+which trains an inner problem or an MLP on the examples seen) implements both.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -28,23 +30,92 @@ from metalearn.core.errors import UserError
 CHUNK = 512  # most sequences drawn per key (bounds memory; fixed, so results are repeatable)
 SCHEMA = 1
 
-Predict = Callable[[jax.Array, jax.Array], jax.Array]  # examples: (x, y) -> predictions
-RunLosses = Callable[[jax.Array], jax.Array]  # steps: run keys -> losses at the budgets
+
+class Predictions(NamedTuple):
+    """A predictor's output on sequences x [N, L, D], y [N, L] at budgets [B]."""
+
+    value: jax.Array  # [N, B]: the predicted label (classification) or target (regression)
+    log_probs: jax.Array | None = None  # [N, B, C]: log-probabilities of the labels, if known
 
 
-class Learner(Protocol):
-    """Anything that can produce a learning curve."""
+Predict = Callable[[jax.Array, jax.Array], Predictions]
+RunLosses = Callable[[jax.Array], jax.Array]  # run keys [N] -> training losses [N, B]
+
+
+@runtime_checkable
+class ExampleFamily(Protocol):
+    """Sequences of labelled examples of tasks, optionally from a finite pool."""
+
+    spec: str
+    num_classes: int | None  # None for regression
+    num_tasks: int | None  # None: unlimited tasks
+
+    def sample(self, key: jax.Array, num_sequences: int, length: int, subset: str | None) -> Any:
+        """A batch with x [N, L, D] and y [N, L]."""
+        ...
+
+
+@runtime_checkable
+class TrainingProblem(Protocol):
+    """An inner training problem: a fresh model and task per key, and its loss."""
+
+    spec: str
+
+    def init(self, key: jax.Array) -> Any: ...
+
+    def loss(self, params: Any, task: Any, key: jax.Array) -> jax.Array: ...
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """A learner of examples in context (or by training on the examples seen)."""
 
     name: str
-    budget_units: tuple[str, ...]  # the families it applies to: "examples", "steps"
 
-    def prepare(
-        self, family: Any, length: int, budgets: Sequence[int], key: jax.Array
-    ) -> Predict | RunLosses:
+    def predictor(
+        self, family: ExampleFamily, length: int, budgets: tuple[int, ...], key: jax.Array
+    ) -> Predict:
         """Check the learner applies to `family` (else raise UserError), tune what it tunes
-        (on tasks drawn from `key`, never the evaluation tasks), and return its predictor
-        (examples) or its runs (steps)."""
+        (on tasks drawn from `key`, never the evaluation tasks), and return its predictor."""
         ...
+
+
+@runtime_checkable
+class StepLearner(Protocol):
+    """A learner that trains an inner problem step by step (an optimizer)."""
+
+    name: str
+
+    def step_losses(
+        self, problem: TrainingProblem, budgets: tuple[int, ...], key: jax.Array
+    ) -> RunLosses:
+        """Tune what it tunes (on runs drawn from `key`) and return its runs."""
+        ...
+
+
+Learner = Predictor | StepLearner
+
+
+def accuracy(pred: Predictions, y: jax.Array) -> jax.Array:
+    return (pred.value == y).astype(jnp.float32)
+
+
+def squared_error(pred: Predictions, y: jax.Array) -> jax.Array:
+    return (pred.value - y) ** 2
+
+
+def nll(pred: Predictions, y: jax.Array) -> jax.Array:
+    """Negative log-likelihood of the true label (classification with log-probabilities)."""
+    return -jnp.take_along_axis(pred.log_probs, y[..., None], -1)[..., 0]
+
+
+# metric -> (per-query value from predictions and targets, whether it needs log-probabilities)
+METRICS: dict[str, tuple[Callable[[Predictions, jax.Array], jax.Array], bool]] = {
+    "accuracy": (accuracy, False),
+    "mse": (squared_error, False),
+    "nll": (nll, True),
+}
+CLASSIFICATION_METRICS = ("accuracy", "nll")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,76 +170,110 @@ class Curves:
         return Curves(self.curves + other.curves)
 
     def get(
-        self, subset: str | None = None, learner: str | None = None, family: str | None = None
+        self,
+        subset: str | None = None,
+        learner: str | None = None,
+        family: str | None = None,
+        metric: str | None = None,
     ) -> Curve:
-        """The single curve matching the given subset, learner and family."""
+        """The single curve matching the given subset, learner, family and metric."""
         found = [
             c
             for c in self.curves
             if subset in (None, c.subset)
             and learner in (None, c.learner)
             and family in (None, c.family)
+            and metric in (None, c.metric)
         ]
         if len(found) != 1:
-            raise KeyError(f"{len(found)} curves match {subset=}, {learner=}, {family=}")
+            raise KeyError(f"{len(found)} curves match {subset=}, {learner=}, {family=}, {metric=}")
         return found[0]
 
     def to_records(self) -> list[dict[str, Any]]:
         return [c.to_record() for c in self.curves]
 
 
-def check_budgets(budgets: Sequence[int], length: int | None) -> tuple[tuple[int, ...], int]:
-    """Validated budgets (sorted, unique) and the sequence length to evaluate at."""
-    budgets = tuple(sorted({int(b) for b in budgets}))
+def check_budgets(
+    budgets: Sequence[int], below: int | None = None, bound: str = "the length"
+) -> tuple[int, ...]:
+    """Budgets sorted and unique, each a non-negative int, and below `below` when given
+    (`bound` names that limit in the error)."""
+    try:
+        budgets = tuple(sorted({int(b) for b in budgets}))
+    except (TypeError, ValueError):
+        raise UserError(f"budgets must be non-negative integers, got {list(budgets)}") from None
     if not budgets or budgets[0] < 0:
         raise UserError(f"budgets must be non-negative integers, got {list(budgets)}")
-    length = budgets[-1] + 1 if length is None else int(length)
-    if length < 1:
-        raise UserError(f"length must be a positive int, got {length}")
-    if budgets[-1] >= length:
+    if below is not None and budgets[-1] >= below:
         raise UserError(
-            f"budget {budgets[-1]} needs sequences longer than {length} examples; "
-            f"budgets must be below the length (0..{length - 1})"
+            f"budget {budgets[-1]} is out of range: budgets must be below {bound} ({below}), "
+            f"so 0..{below - 1}"
         )
-    return budgets, length
+    return budgets
 
 
 def evaluate(
     learner: Learner,
-    family: Any,
+    family: ExampleFamily | TrainingProblem,
     budgets: Sequence[int],
     num_sequences: int,
     key: jax.Array,
     *,
     length: int | None = None,
     seed: int | None = None,
+    metrics: Sequence[str] | None = None,
 ) -> Curves:
-    """Learning curves of `learner` on `family`: one for 'all' tasks, or, when the family has a
-    finite pool, one each for 'seen' (pool) and 'unseen' tasks.
+    """Learning curves of `learner` on `family`.
 
-    Every learner evaluated with the same key sees the same sequences, so curves can be
-    compared sequence by sequence (`Curve.per_sequence`).
+    On a task family: one curve per metric (default: accuracy, or squared error for
+    regression; `metrics` may add "nll") for 'all' tasks, or, when the family has a finite
+    pool, for 'seen' (pool) and 'unseen' tasks; sequences are `length` examples long (default:
+    the largest budget + 1). On an inner problem: the training loss after each budget of steps
+    over `num_sequences` runs (`length` does not apply: the largest budget is the run).
+
+    Every learner evaluated with the same key sees the same sequences (or runs), so curves
+    can be compared sequence by sequence (`Curve.per_sequence`).
     """
     if num_sequences < 2:
         raise UserError(
             f"num_sequences must be at least 2 (for a standard error), got {num_sequences}"
         )
-    unit = family.budget_unit
-    if unit not in learner.budget_units:
+    if isinstance(family, TrainingProblem):
+        if not isinstance(learner, StepLearner):
+            raise UserError(
+                f"learner {learner.name!r} does not train inner problems; {family.spec!r} is "
+                "one (budgets count optimizer steps)"
+            )
+        if length is not None or metrics is not None:
+            raise UserError(
+                "length and metrics apply to task families; on an inner problem the largest "
+                "budget is the number of steps and the metric is the training loss"
+            )
+        return _evaluate_steps(learner, family, check_budgets(budgets), num_sequences, key, seed)
+    if not isinstance(learner, Predictor):
         raise UserError(
-            f"learner {learner.name!r} takes budgets in {' or '.join(learner.budget_units)}, "
-            f"but {family.spec!r} counts {unit}"
+            f"learner {learner.name!r} does not predict from examples; {family.spec!r} is a "
+            "task family (budgets count examples)"
         )
-    if unit == "steps":
-        return _evaluate_steps(learner, family, budgets, num_sequences, key, length, seed)
-    budgets, length = check_budgets(budgets, length)
+    budgets = check_budgets(budgets)
+    length = budgets[-1] + 1 if length is None else int(length)
+    if length < 1:
+        raise UserError(f"length must be a positive int, got {length}")
+    budgets = check_budgets(budgets, below=length)
+    regression = family.num_classes is None
+    metrics = tuple(metrics or ("mse" if regression else "accuracy",))
+    allowed = ("mse",) if regression else CLASSIFICATION_METRICS
+    for m in metrics:
+        if m not in allowed:
+            kind = "regression" if regression else "classification"
+            raise UserError(f"metric {m!r} does not apply to {kind}; choose from {allowed}")
     k_tune, k_eval = jax.random.split(key)
-    predict = learner.prepare(family, length, budgets, k_tune)
-    metric = "mse" if family.num_classes is None else "accuracy"
+    predict = learner.predictor(family, length, budgets, k_tune)
     subsets = ("seen", "unseen") if family.num_tasks is not None else ("all",)
     out = []
     for i, subset in enumerate(subsets):
         values = _per_sequence(
+            learner.name,
             predict,
             family,
             budgets,
@@ -176,68 +281,65 @@ def evaluate(
             length,
             subset,
             jax.random.fold_in(k_eval, i),
-            metric,
+            metrics,
         )
-        mean = values.mean(0)
-        stderr = values.std(0, ddof=1) / np.sqrt(len(values))
-        out.append(
-            Curve(
-                learner.name,
-                family.spec,
-                metric,
-                "examples",
-                budgets,
-                tuple(map(float, mean)),
-                tuple(map(float, stderr)),
-                num_sequences,
-                -1 if seed is None else seed,
-                subset,
-                values,
+        for metric in metrics:
+            out.append(
+                _curve(
+                    learner.name,
+                    family.spec,
+                    metric,
+                    "examples",
+                    budgets,
+                    values[metric],
+                    seed,
+                    subset,
+                )
             )
-        )
     return Curves(tuple(out))
 
 
-def _evaluate_steps(learner, problem, budgets, num_runs, key, steps, seed) -> Curves:
+def _curve(learner, spec, metric, unit, budgets, values, seed, subset) -> Curve:
+    return Curve(
+        learner,
+        spec,
+        metric,
+        unit,
+        budgets,
+        tuple(map(float, values.mean(0))),
+        tuple(map(float, values.std(0, ddof=1) / np.sqrt(len(values)))),
+        len(values),
+        -1 if seed is None else seed,
+        subset,
+        values,
+    )
+
+
+def _evaluate_steps(learner, problem, budgets, num_runs, key, seed) -> Curves:
     """Training loss after each budget of steps, over `num_runs` runs of the problem."""
-    budgets = tuple(sorted({int(b) for b in budgets}))
-    if not budgets or budgets[0] < 0:
-        raise UserError(f"budgets must be non-negative integers, got {list(budgets)}")
-    steps = budgets[-1] if steps is None else int(steps)
-    if budgets[-1] > steps:
-        raise UserError(f"budget {budgets[-1]} is beyond the {steps} steps of training")
     k_tune, k_eval = jax.random.split(key)
-    losses = learner.prepare(problem, steps, budgets, k_tune)
+    losses = learner.step_losses(problem, budgets, k_tune)
     keys = jax.vmap(jax.random.fold_in, (None, 0))(k_eval, jnp.arange(num_runs))
     values = np.concatenate(
         [np.asarray(losses(keys[i : i + CHUNK]), np.float64) for i in range(0, num_runs, CHUNK)]
     )
-    curve = Curve(
-        learner.name,
-        problem.spec,
-        "loss",
-        "steps",
-        budgets,
-        tuple(map(float, values.mean(0))),
-        tuple(map(float, values.std(0, ddof=1) / np.sqrt(len(values)))),
-        num_runs,
-        -1 if seed is None else seed,
-        "all",
-        values,
+    return Curves(
+        (_curve(learner.name, problem.spec, "loss", "steps", budgets, values, seed, "all"),)
     )
-    return Curves((curve,))
 
 
-def _per_sequence(predict, family, budgets, num, length, subset, key, metric) -> np.ndarray:
+def _per_sequence(name, predict, family, budgets, num, length, subset, key, metrics):
+    """metric -> its values [num, len(budgets)], per sequence."""
     idx = jnp.asarray(budgets)
-    rows = []
+    rows: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
     chunk = min(CHUNK, num)
     for c in range(math.ceil(num / chunk)):
         batch = family.sample(jax.random.fold_in(key, c), chunk, length, subset)
         pred = predict(batch.x, batch.y)
         target = batch.y[:, idx]
-        if metric == "mse":
-            rows.append(np.asarray((pred - target) ** 2, np.float64))
-        else:
-            rows.append(np.asarray(pred == target, np.float64))
-    return np.concatenate(rows)[:num]
+        for m in metrics:
+            fn, needs_probs = METRICS[m]
+            if needs_probs and pred.log_probs is None:
+                raise UserError(f"learner {name!r} gives no probabilities, so no {m!r}")
+            rows[m].append(np.asarray(fn(pred, target), np.float64))
+    return {m: np.concatenate(r)[:num] for m, r in rows.items()}

@@ -202,3 +202,28 @@ def test_installed_console_script(tmp_path):
         timeout=300,
     )
     assert bad.returncode == 2 and "dim" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_one_evaluation_reports_accuracy_and_likelihood(tiny_run):
+    """A predictor returns log-probabilities beside its labels, so one pass over the sequences
+    gives several metrics; a learner without probabilities is told so."""
+    import jax
+    import numpy as np
+
+    import metalearn
+    from metalearn import data
+    from metalearn.core.errors import UserError
+    from metalearn.icl.baselines import baseline
+
+    learner = metalearn.load(tiny_run).learner
+    fam = data.from_spec("projected:base=digits,dim=8")
+    key = jax.random.key(5)
+    both = metalearn.evaluate(learner, fam, [0, 3, 7], 16, key, metrics=("accuracy", "nll"))
+    alone = metalearn.evaluate(learner, fam, [0, 3, 7], 16, key).get()
+    assert both.get(metric="accuracy").mean == alone.mean  # the same sequences
+    nll = np.asarray(both.get(metric="nll").mean)
+    assert np.isfinite(nll).all() and (nll > 0).all()
+    with pytest.raises(UserError, match="no probabilities"):
+        metalearn.evaluate(baseline("knn"), fam, [0, 3], 4, key, metrics=("nll",))
+    with pytest.raises(UserError, match="does not apply to classification"):
+        metalearn.evaluate(baseline("knn"), fam, [0, 3], 4, key, metrics=("mse",))

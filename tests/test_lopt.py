@@ -88,9 +88,9 @@ def test_optimization_curves_through_meta_evaluate():
     np.testing.assert_allclose(a.per_sequence[1, -1], final, rtol=1e-5)
     tuned = adam.tuned(PROBLEM, [0, 2, 4], key)  # 1e-6 barely moves in 4 steps
     assert float(tuned.theta["lr"]) == pytest.approx(0.1) and tuned.name == "adam(lr=1e-01)"
-    with pytest.raises(UserError, match="takes budgets in examples, but .* counts steps"):
+    with pytest.raises(UserError, match="does not train inner problems.*optimizer steps"):
         meta.evaluate(baseline("knn"), PROBLEM, [0, 2], 3, key)
-    with pytest.raises(UserError, match="budget 4 is beyond the 3 steps"):
+    with pytest.raises(UserError, match="length and metrics apply to task families"):
         meta.evaluate(learned, PROBLEM, [0, 4], 3, key, length=3)
 
 
@@ -192,17 +192,20 @@ def test_optimizer_learner_sees_only_the_first_k_examples():
 
     family = data.from_spec("random:dim=3,num_classes=4,items=6")
     learner = hand_designed_learner("sgd", optax.sgd, 0.5, hidden=(), steps=5)
-    predict = learner.prepare(family, 6, [0, 2, 5], jax.random.key(0))
+    predict = learner.predictor(family, 6, [0, 2, 5], jax.random.key(0))
     batch = family.sample(jax.random.key(1), 4, 6)
-    pred = predict(batch.x, batch.y)
+    pred = predict(batch.x, batch.y).value
     # examples from index k on (the query k included) cannot change the budget-k prediction
     x2 = batch.x.at[:, 2:].set(batch.x[:, 2:] * -3.0)
     y2 = (batch.y + 1) % 4
-    moved = predict(x2.at[:, 2].set(batch.x[:, 2]), y2.at[:, :2].set(batch.y[:, :2]))
+    moved = predict(x2.at[:, 2].set(batch.x[:, 2]), y2.at[:, :2].set(batch.y[:, :2])).value
     np.testing.assert_array_equal(moved[:, 1], pred[:, 1])
     tuned = hand_designed_learner("sgd", optax.sgd, (1e-3, 1.0), hidden=(), steps=5)
     assert tuned.name == "sgd(tuned lr)"
-    assert tuned.prepare(family, 6, [0, 5], jax.random.key(0))(batch.x, batch.y).shape == (4, 2)
+    assert tuned.predictor(family, 6, [0, 5], jax.random.key(0))(batch.x, batch.y).value.shape == (
+        4,
+        2,
+    )
 
 
 @pytest.mark.parametrize(
