@@ -160,9 +160,9 @@ def _eval(args: argparse.Namespace) -> int:
         length = args.length or min((n for n in lengths if n), default=DEFAULT_LENGTH[unit])
         # a budget of k examples predicts example k+1 (k < length); k steps may run to the last
         if steps:
-            budgets = _parse_budgets(args.budgets, length + 1, f"the steps + 1 (--length {length})")
+            budgets = _parse_budgets(args.budgets, length + 1, "the number of steps + 1")
         else:
-            budgets = _parse_budgets(args.budgets, length, f"the length (--length {length})")
+            budgets = _parse_budgets(args.budgets, length, "the length")
         for learner in learners:
             curves += evaluate(
                 learner,

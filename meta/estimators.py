@@ -277,8 +277,8 @@ def full_es(
     stagger: bool = False,
 ) -> Workers:
     """Antithetic ES over whole episodes from fresh states. Workers keep no state, so there
-    is nothing to stagger; `truncation` only sizes nothing here but is checked like the
-    others'."""
+    is nothing to stagger (`stagger` is ignored) and each estimate unrolls a whole episode
+    (`truncation` is only validated)."""
     _check_sigma(sigma)
     if task.horizon is None:
         raise UserError("FullES needs episodes: the task's horizon is None")

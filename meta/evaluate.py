@@ -250,16 +250,7 @@ def evaluate(
                 "budget is the number of steps and the metric is the training loss"
             )
         return _evaluate_steps(learner, family, check_budgets(budgets), num_sequences, key, seed)
-    if not isinstance(learner, Predictor):
-        raise UserError(
-            f"learner {learner.name!r} does not predict from examples; {family.spec!r} is a "
-            "task family (budgets count examples)"
-        )
-    budgets = check_budgets(budgets)
-    length = budgets[-1] + 1 if length is None else int(length)
-    if length < 1:
-        raise UserError(f"length must be a positive int, got {length}")
-    budgets = check_budgets(budgets, below=length)
+    budgets, length = example_setting(learner, family, budgets, length)
     regression = family.num_classes is None
     metrics = tuple(metrics or ("mse" if regression else "accuracy",))
     allowed = ("mse",) if regression else CLASSIFICATION_METRICS
@@ -269,9 +260,8 @@ def evaluate(
             raise UserError(f"metric {m!r} does not apply to {kind}; choose from {allowed}")
     k_tune, k_eval = jax.random.split(key)
     predict = learner.predictor(family, length, budgets, k_tune)
-    subsets = ("seen", "unseen") if family.num_tasks is not None else ("all",)
     out = []
-    for i, subset in enumerate(subsets):
+    for i, subset in enumerate(subsets_of(family)):
         values = _per_sequence(
             learner.name,
             predict,
@@ -330,16 +320,50 @@ def _evaluate_steps(learner, problem, budgets, num_runs, key, seed) -> Curves:
 
 def _per_sequence(name, predict, family, budgets, num, length, subset, key, metrics):
     """metric -> its values [num, len(budgets)], per sequence."""
-    idx = jnp.asarray(budgets)
     rows: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
-    chunk = min(CHUNK, num)
-    for c in range(math.ceil(num / chunk)):
-        batch = family.sample(jax.random.fold_in(key, c), chunk, length, subset)
-        pred = predict(batch.x, batch.y)
-        target = batch.y[:, idx]
+    for pred, target in chunks(predict, family, budgets, num, length, subset, key):
         for m in metrics:
             fn, needs_probs = METRICS[m]
             if needs_probs and pred.log_probs is None:
                 raise UserError(f"learner {name!r} gives no probabilities, so no {m!r}")
             rows[m].append(np.asarray(fn(pred, target), np.float64))
     return {m: np.concatenate(r)[:num] for m, r in rows.items()}
+
+
+def subsets_of(family: ExampleFamily) -> tuple[str, ...]:
+    """The subsets a family is evaluated on: its pool and beyond it, or all tasks."""
+    return ("seen", "unseen") if family.num_tasks is not None else ("all",)
+
+
+def example_setting(
+    learner: Learner, family: ExampleFamily, budgets: Sequence[int], length: int | None
+) -> tuple[tuple[int, ...], int]:
+    """The checked budgets and sequence length of a predictor on a task family."""
+    if not isinstance(learner, Predictor):
+        raise UserError(
+            f"learner {learner.name!r} does not predict from examples; {family.spec!r} is a "
+            "task family (budgets count examples)"
+        )
+    budgets = check_budgets(budgets)
+    length = budgets[-1] + 1 if length is None else int(length)
+    if length < 1:
+        raise UserError(f"length must be a positive int, got {length}")
+    return check_budgets(budgets, below=length), length
+
+
+def chunks(
+    predict: Predict,
+    family: ExampleFamily,
+    budgets: tuple[int, ...],
+    num: int,
+    length: int,
+    subset: str,
+    key: jax.Array,
+) -> Iterator[tuple[Predictions, jax.Array]]:
+    """(predictions, targets [n, B]) on the sequences of `subset` drawn from `key`, a chunk
+    at a time; together at least `num` sequences (the last chunk may run over)."""
+    idx = jnp.asarray(budgets)
+    chunk = min(CHUNK, num)
+    for c in range(math.ceil(num / chunk)):
+        batch = family.sample(jax.random.fold_in(key, c), chunk, length, subset)
+        yield predict(batch.x, batch.y), batch.y[:, idx]

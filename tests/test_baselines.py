@@ -100,3 +100,18 @@ def test_budget_checks():
         check_budgets([0, 8], 8)
     with pytest.raises(UserError, match="non-negative"):
         check_budgets([-1], 4)
+
+
+def test_calibration_error_by_hand():
+    """Ten queries at confidence 0.8 of which 8 are right: calibrated (0). Ten at 0.9 of which
+    5 are right: a gap of 0.4, on all the queries."""
+    from metalearn.meta.compare import Collected, calibration_error
+
+    def queries(conf, right):
+        p = np.array([conf, 1 - conf])
+        log_probs = np.log(np.tile(p, (10, 1, 1)))  # [10, 1, 2]: label 0 predicted
+        target = np.array([[0]] * right + [[1]] * (10 - right))
+        return Collected("x", (0,), np.zeros((10, 1), int), log_probs, target)
+
+    np.testing.assert_allclose(calibration_error(queries(0.8, 8)), [0.0], atol=1e-12)
+    np.testing.assert_allclose(calibration_error(queries(0.9, 5)), [0.4], atol=1e-12)

@@ -227,3 +227,31 @@ def test_one_evaluation_reports_accuracy_and_likelihood(tiny_run):
         metalearn.evaluate(baseline("knn"), fam, [0, 3], 4, key, metrics=("nll",))
     with pytest.raises(UserError, match="does not apply to classification"):
         metalearn.evaluate(baseline("knn"), fam, [0, 3], 4, key, metrics=("mse",))
+
+
+def test_predictions_of_two_learners_on_the_same_sequences(tiny_run):
+    """`collect` sees the sequences `evaluate` scores; a learner agrees with itself, differs
+    from another, and its calibration error lies in [0, 1]."""
+    import jax
+    import numpy as np
+
+    import metalearn
+    from metalearn import data
+    from metalearn.core.errors import UserError
+    from metalearn.icl.baselines import baseline
+    from metalearn.meta.compare import calibration_error, collect, disagreement, kl_divergence
+
+    learner = metalearn.load(tiny_run).learner
+    fam = data.from_spec("projected:base=digits,dim=8")
+    key, budgets = jax.random.key(6), [0, 3, 7]
+    mine = collect(learner, fam, budgets, 24, key)
+    curve = metalearn.evaluate(learner, fam, budgets, 24, key).get()
+    np.testing.assert_allclose((mine.value == mine.target).mean(0), curve.mean)
+    knn = collect(baseline("knn"), fam, budgets, 24, key)
+    assert disagreement(mine, mine).sum() == 0 and np.abs(kl_divergence(mine, mine)).max() < 1e-9
+    assert disagreement(mine, knn).mean() > 0
+    ece = calibration_error(mine)
+    assert ece.shape == (3,) and ((ece >= 0) & (ece <= 1)).all()
+    other = collect(baseline("knn"), fam, budgets, 24, jax.random.key(7))
+    with pytest.raises(UserError, match="not collected on the same sequences"):
+        disagreement(mine, other)
