@@ -281,16 +281,20 @@ def _types(tree):
     return jax.tree_util.tree_map(lambda x: (x.shape, x.dtype, x.weak_type), tree)
 
 
-def test_bfloat16_parameters_inside_scan(small):
+def test_bfloat16_scan_compiles_once_for_every_theta(small):
     """The state keeps one dtype structure from step to step (no weak types either), so a
-    `lax.scan` over training steps with bfloat16 parameters works; updates stay bfloat16."""
+    `lax.scan` over training steps with bfloat16 parameters works and updates stay bfloat16;
+    built inside the caller's jit with theta an argument, the optimizer serves a second theta
+    from the same compiled program (traced once)."""
     lopt, theta = small
     params, loss = _problem()
     params = jax.tree_util.tree_map(lambda p: p.astype(jnp.bfloat16), params)
     state = lopt.optimizer(theta).init(params)
+    traces = []
 
     @jax.jit
     def train(theta, params, state):
+        traces.append(1)  # runs once per trace
         opt = lopt.optimizer(theta)
 
         def step(carry, _):
@@ -302,30 +306,13 @@ def test_bfloat16_parameters_inside_scan(small):
         return jax.lax.scan(step, (params, state), None, length=3)
 
     (after, state_after), losses = train(theta, params, state)
-    assert _types(jax.eval_shape(lambda s: s, state)) == _types(
-        jax.eval_shape(lambda s: s, state_after)
-    )
+    other = jax.tree_util.tree_map(lambda x: x * 0.5, theta)
+    (_, state_again), _ = train(other, after, state_after)
+    assert _types(state) == _types(state_after)
     assert all(p.dtype == jnp.bfloat16 for p in jax.tree_util.tree_leaves(after))
     assert bool(jnp.isfinite(losses).all())
-
-
-def test_one_compilation_serves_every_theta(small):
-    """`optimizer(theta)` inside the caller's jit: theta is an argument, so a second theta
-    reuses the compiled step (traced once)."""
-    lopt, theta = small
-    params, loss = _problem()
-    traces = []
-
-    @jax.jit
-    def step(theta, params, state):
-        traces.append(1)  # runs once per trace
-        value, grads = jax.value_and_grad(loss)(params)
-        updates, state = lopt.optimizer(theta).update(grads, state, params, loss=value)
-        return optax.apply_updates(params, updates), state
-
-    state = lopt.optimizer(theta).init(params)
-    other = jax.tree_util.tree_map(lambda x: x * 0.5, theta)
-    first, s1 = step(theta, params, state)
-    second, _ = step(other, first, s1)
-    assert len(traces) == 1 and step._cache_size() == 1
-    assert not np.array_equal(np.asarray(first["w"]), np.asarray(params["w"]))
+    assert len(traces) == 1 and train._cache_size() == 1
+    # the float32 state moves on (bfloat16 parameters may not: steps of ~1e-3 round away)
+    leaves = jax.tree_util.tree_leaves
+    pairs = zip(leaves(state_again), leaves(state_after), strict=True)
+    assert any(not np.array_equal(a, b) for a, b in pairs)

@@ -19,7 +19,7 @@ EXPERIMENTS = {
     "quickstart": ["family=projected:base=digits,dim=8", *ICL_SMALL],
     "linreg": ["family=linear_regression:dim=3,noise=0.5", *ICL_SMALL],
     "lopt_mlp": [
-        "problems=projected:base=digits,dim=8|8|16",
+        "problems=projected:base=digits,dim=8||16",  # a linear model: two tensors to update
         "lopt_hidden=8",
         "horizon=6",
         "truncation=3",
