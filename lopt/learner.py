@@ -148,8 +148,8 @@ def hand_designed_learner(
     tune_runs: int = 3,
 ) -> OptimizerLearner:
     """A hand-designed optax optimizer as a learner, at learning rate `lr` or tuned over the
-    grid `lr` in prepare, e.g. `hand_designed_learner("adam", optax.adam, LEARNING_RATES)`
-    (`metalearn.meta.tuning`)."""
+    grid `lr` before it is evaluated, e.g.
+    `hand_designed_learner("adam", optax.adam, LEARNING_RATES)` (`metalearn.meta.tuning`)."""
     grid = tuple(lr) if isinstance(lr, Sequence) else ()
     opt = HandDesigned(name, make, grid[0] if grid else lr)
     label = f"{name}(tuned lr)" if grid else f"{name}(lr={lr:.0e})"

@@ -45,16 +45,9 @@ class InnerTraining:
         return new, jnp.log(loss) if self.log_loss else loss
 
 
-def _steps(
-    task: InnerTraining, theta: Theta, state: InnerState, key: jax.Array, start: int, stop: int
-):
-    """Inner steps start..stop-1 as a plain scan; step i draws from fold_in(key, i). Returns
-    the state after them and their minibatch losses."""
-
-    def step(state, i):
-        return task.step(theta, state, jax.random.fold_in(key, i))
-
-    return jax.lax.scan(step, state, jnp.arange(start, stop))
+def _step_at(task: InnerTraining, theta: Theta, key: jax.Array):
+    """Inner step i of a run, drawing from fold_in(key, i): (i, state) -> (state, loss)."""
+    return lambda i, state: task.step(theta, state, jax.random.fold_in(key, i))
 
 
 def loss_curve(
@@ -70,16 +63,13 @@ def loss_curve(
     One scan over the budgets, each segment a loop of inner steps up to the next budget, so
     the optimizer's update is compiled once however many budgets there are."""
     task = InnerTraining(lopt, problem, budgets[-1])
-    k_steps = jax.random.fold_in(key, 1)
+    step = _step_at(task, theta, jax.random.fold_in(key, 1))
     big = dataclasses.replace(problem, batch_size=FINAL_BATCH, min_batch=0)
     stops = jnp.asarray(budgets, jnp.int32)
     starts = jnp.concatenate([jnp.zeros(1, jnp.int32), stops[:-1]])
 
     def segment(state, bounds):
-        def step(i, state):
-            return task.step(theta, state, jax.random.fold_in(k_steps, i))[0]
-
-        state = jax.lax.fori_loop(bounds[0], bounds[1], step, state)
+        state = jax.lax.fori_loop(bounds[0], bounds[1], lambda i, s: step(i, s)[0], state)
         return state, big.loss(state.params, state.task, jax.random.fold_in(key, 2))
 
     state = task.init(jax.random.fold_in(key, 0))
@@ -93,6 +83,7 @@ def train_run(
     training loss (on FINAL_BATCH fresh examples of the task)."""
     task = InnerTraining(lopt, problem, steps)
     state = task.init(jax.random.fold_in(key, 0))
-    state, losses = _steps(task, theta, state, jax.random.fold_in(key, 1), 0, steps)
+    step = _step_at(task, theta, jax.random.fold_in(key, 1))
+    state, losses = jax.lax.scan(lambda s, i: step(i, s), state, jnp.arange(steps))
     big = dataclasses.replace(problem, batch_size=FINAL_BATCH, min_batch=0)
     return losses, big.loss(state.params, state.task, jax.random.fold_in(key, 2))

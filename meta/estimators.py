@@ -52,7 +52,6 @@ class Workers(NamedTuple):
     estimate: Callable[[Theta, Any, jax.Array, jax.Array], Estimate]
     per_worker: Callable[[Theta, Any, jax.Array], tuple[Theta, jax.Array, Any]]
     num_workers: int
-    task: TruncatedTask
 
 
 def workers(
@@ -94,7 +93,7 @@ def workers(
         loss = losses.mean()
         return Estimate(loss, _mean0(grads), state, {"loss": loss})
 
-    return Workers(init, estimate, per_worker, num_workers, task)
+    return Workers(init, estimate, per_worker, num_workers)
 
 
 # -- the window rules ------------------------------------------------------------------------
