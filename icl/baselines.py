@@ -59,7 +59,7 @@ def knn_rule(neighbours: int) -> Rule:
     """Majority label (classification) or mean target (regression) of the nearest seen inputs."""
 
     def rule(x, y, k, num_classes, lr):
-        d = jnp.sum((x - x[k]) ** 2, axis=-1)
+        d = jnp.sum((x - x[k][None]) ** 2, axis=-1)
         d = jnp.where(jnp.arange(x.shape[0]) < k, d, jnp.inf)
         _, nn = jax.lax.top_k(-d, neighbours)
         valid = jnp.arange(neighbours) < k
@@ -81,7 +81,7 @@ def nearest_centroid_rule(x, y, k, num_classes, lr):
     onehot = jax.nn.one_hot(y, num_classes) * m[:, None]
     counts = onehot.sum(0)
     centroids = (onehot.T @ x) / jnp.maximum(counts, 1)[:, None]
-    d = jnp.sum((centroids - x[k]) ** 2, -1)
+    d = jnp.sum((centroids - x[k][None]) ** 2, -1)
     return jnp.argmin(jnp.where(counts > 0, d, jnp.inf))
 
 
@@ -94,7 +94,7 @@ def logistic_rule(optimizer: Callable[..., optax.GradientTransformation], steps:
         params = (jnp.zeros((x.shape[1], num_classes)), jnp.zeros(num_classes))
 
         def loss(p):
-            logits = x @ p[0] + p[1]
+            logits = x @ p[0] + p[1][None]
             ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
             return jnp.sum(ce * m) / jnp.maximum(k, 1)
 

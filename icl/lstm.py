@@ -24,7 +24,7 @@ class LSTMLayer(nnx.Module):
 
         def step(carry, g_BG):
             h, c = carry
-            i, f, o, u = jnp.split(g_BG + h @ wh + forget_bias, 4, axis=-1)
+            i, f, o, u = jnp.split(g_BG + h @ wh + forget_bias[None], 4, axis=-1)
             c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(u)
             h = jax.nn.sigmoid(o) * jnp.tanh(c)
             return (h, c), h

@@ -66,7 +66,7 @@ class Transformer(nnx.Module):
 
     def __call__(self, tok_BTK: jax.Array) -> jax.Array:
         t = tok_BTK.shape[1]
-        h_BTW = self.embed(tok_BTK) + self.pos[:t]
+        h_BTW = self.embed(tok_BTK) + self.pos[None, :t]
         if self.embed_prev is not None:
             prev_BTK = jnp.pad(tok_BTK[:, :-1], ((0, 0), (1, 0), (0, 0)))
             h_BTW = h_BTW + self.embed_prev(prev_BTK)

@@ -19,6 +19,7 @@ from metalearn.lopt.blocks import split
 
 def ema(old: jax.Array, new: jax.Array, decays: jax.Array) -> jax.Array:
     """decays * old + (1 - decays) * new, new broadcast over the decay axis."""
+    decays = decays.reshape((1,) * (old.ndim - 1) + (-1,))  # explicit: no rank promotion
     return decays * old + (1 - decays) * new[..., None]
 
 

@@ -168,7 +168,8 @@ def _dense_mlp(layers, xs, shape):
     (differentiating the unrolled loop would leave XLA one reduction per weight)."""
     h = jnp.stack([jnp.broadcast_to(x, shape) for x in xs], -1)
     for i, (w, b) in enumerate(layers):
-        h = (jax.nn.relu(h) if i else h) @ w + b
+        h = (jax.nn.relu(h) if i else h) @ w
+        h = h + jnp.broadcast_to(b, h.shape)
     return [h[..., j] for j in range(h.shape[-1])]
 
 

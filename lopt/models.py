@@ -78,7 +78,7 @@ class MLP:
         x = x.reshape(x.shape[0], -1)
         n = len(params)
         for i in range(n):
-            x = x @ params[f"layer{i}"]["w"] + params[f"layer{i}"]["b"]
+            x = x @ params[f"layer{i}"]["w"] + params[f"layer{i}"]["b"][None]
             if i < n - 1:
                 x = jax.nn.relu(x)
         return x
@@ -119,8 +119,8 @@ class ConvNet:
             x = jax.lax.conv_general_dilated(
                 x, p["w"], (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
             )
-            x = jax.nn.relu(x + p["b"])
-        return x.mean((1, 2)) @ params["head"]["w"] + params["head"]["b"]
+            x = jax.nn.relu(x + p["b"][None, None, None])
+        return x.mean((1, 2)) @ params["head"]["w"] + params["head"]["b"][None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +179,7 @@ class PatchTransformer:
         n = self.patches
         x = x_BHWC.reshape(b, n, height // n, n, width // n, c).transpose(0, 1, 3, 2, 4, 5)
         tokens_BTP = x.reshape(b, n * n, -1)
-        x_BTD = _linear(params["embed"], tokens_BTP) + params["pos"]
+        x_BTD = _linear(params["embed"], tokens_BTP) + params["pos"][None]
         b, t, d = x_BTD.shape
         split = lambda z: z.reshape(b, t, self.heads, d // self.heads)  # noqa: E731
         for i in range(self.depth):
@@ -195,13 +195,15 @@ class PatchTransformer:
 
 
 def _linear(p: dict, x: jax.Array) -> jax.Array:
-    return x @ p["w"] + p["b"]
+    y = x @ p["w"]
+    return y + jnp.broadcast_to(p["b"], y.shape)
 
 
 def _layer_norm(p: dict, x: jax.Array) -> jax.Array:
     mean = x.mean(-1, keepdims=True)
     var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + 1e-6) * p["scale"] + p["bias"]
+    scale, bias = (jnp.broadcast_to(p[k], x.shape) for k in ("scale", "bias"))
+    return (x - mean) * jax.lax.rsqrt(var + 1e-6) * scale + bias
 
 
 def parse_model(text: str) -> InnerModel:

@@ -123,10 +123,10 @@ class RNNMLPLOpt:
         scale = channel_scales(features, (g, p, m, r), (n,), 1e-5)
 
         def block(g, p, m, r, valid):
-            x = jnp.stack(features(g, p, m, r), -1) * scale
-            out = x @ w0[:NUM_PARAM_FEATURES] + bias
+            x = jnp.stack(features(g, p, m, r), -1) * scale[None]
+            out = x @ w0[:NUM_PARAM_FEATURES] + bias[None]
             for layer in mlp[1:]:
-                out = jax.nn.relu(out) @ layer["w"] + layer["b"]
+                out = jax.nn.relu(out) @ layer["w"] + layer["b"][None]
             step = out[:, 0] * jnp.exp(out[:, 1] * self.exp_mult) * self.step_mult
             return step, jnp.sum(out[:, 2:] * valid[:, None], 0)  # padding rows masked out
 
@@ -201,8 +201,10 @@ class RNNMLPLOpt:
             h0 = jnp.where(first, theta["lstm_init_state"]["hidden"], state.lstm_hidden)
             c0 = jnp.where(first, theta["lstm_init_state"]["cell"], state.lstm_cell)
             h, cell = lstm_cell(theta["rnn"], x_TI, h0, c0)
-            next_from_lstm = jnp.mean(h @ theta["rnn_to_in"]["w"] + theta["rnn_to_in"]["b"], 0)
-            ff_in_TF = h @ theta["rnn_to_ff"]["w"] + theta["rnn_to_ff"]["b"]
+            next_from_lstm = jnp.mean(
+                h @ theta["rnn_to_in"]["w"] + theta["rnn_to_in"]["b"][None], 0
+            )
+            ff_in_TF = h @ theta["rnn_to_ff"]["w"] + theta["rnn_to_ff"]["b"][None]
 
             mlp = theta["mlp"]
             w0 = mlp[0]["w"]

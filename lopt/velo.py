@@ -128,7 +128,8 @@ def _lstm_features(p, m, rms, progress: jax.Array, loss_feats: jax.Array) -> jax
 
 
 def _linear(w: Theta, x: jax.Array) -> jax.Array:
-    return x @ w["w"] + w["b"]
+    y = x @ w["w"]
+    return y + jnp.broadcast_to(w["b"], y.shape)
 
 
 def _ff_features(factored: bool, p, g, m, rms, row, col, fa, fb) -> list[jax.Array]:

@@ -21,6 +21,9 @@ os.environ.setdefault(
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# implicit rank promotion hides shape bugs ([B, D] + [D] where [B, 1] was meant): the library
+# broadcasts explicitly, and the suite (with the subprocesses it starts) holds it to that
+os.environ.setdefault("JAX_NUMPY_RANK_PROMOTION", "raise")
 
 # a tiny quickstart: one small layer, short sequences, a few steps, few evaluation sequences
 TINY = [

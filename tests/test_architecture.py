@@ -112,3 +112,12 @@ def test_light_floors_load_no_training_stack(package):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_rank_promotion_is_explicit_under_test():
+    """conftest turns implicit rank promotion into an error, so every broadcast the library
+    makes between arrays of different ranks is written out."""
+    import jax.numpy as jnp
+
+    with pytest.raises(ValueError, match="rank_promotion"):
+        jnp.ones((2, 3)) + jnp.ones(3)

@@ -126,7 +126,8 @@ def test_elementwise_mlp_is_the_mlp(shape):
     ]
     h = jnp.stack([jnp.broadcast_to(x, shape) for x in xs], -1)
     for i, (w, b) in enumerate(layers):
-        h = (jax.nn.relu(h) if i else h) @ w + b
+        h = (jax.nn.relu(h) if i else h) @ w
+        h = h + jnp.broadcast_to(b, h.shape)
     out = jax.jit(lambda xs: elementwise_mlp(layers, xs, shape))(xs)
     assert [o.shape for o in out] == [shape, shape]
     np.testing.assert_allclose(jnp.stack(out, -1), h, rtol=1e-5, atol=1e-5)
@@ -215,7 +216,7 @@ def _problem():
     x = jnp.linspace(-1, 1, 20).reshape(5, 4)
 
     def loss(p):
-        return jnp.mean((jnp.tanh(x @ p["w"] + p["b"]) * p["s"] - 0.3) ** 2)
+        return jnp.mean((jnp.tanh(x @ p["w"] + p["b"][None]) * p["s"] - 0.3) ** 2)
 
     return params, loss
 
