@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from metalearn.core.errors import UserError
+from metalearn.data.validation import checked_arrays
 
 DATA_DIR_ENV = "METALEARN_DATA_DIR"
 # name -> (hub repository, config name or None)
@@ -45,7 +46,13 @@ def load_normalized(base: str, split: str = "train") -> tuple[np.ndarray, np.nda
     (so constant pixels stay finite and images keep their relative contrast)."""
     x, y = load_base(base, split)
     x = x - x.mean(0, keepdims=True)
-    return x / max(float(np.sqrt((x**2).mean())), 1e-8), y
+    scale = float(np.sqrt((x**2).mean()))
+    if not np.isfinite(scale):
+        raise UserError(
+            f"base {base!r}: field x is too large to normalize in float32 (its root mean "
+            "square overflows); rescale the inputs"
+        )
+    return x / max(scale, 1e-8), y
 
 
 def check_classes(base: str, y: np.ndarray, num_classes: int) -> None:
@@ -83,13 +90,7 @@ def _load_cached(base: str, split: str) -> tuple[np.ndarray, np.ndarray]:
             f"unknown base {base!r}; use one of {', '.join(NAMES)}, "
             "a path to a .npz with arrays x and y, or a .parquet file"
         )
-    x = np.asarray(x, np.float32).reshape(len(x), -1)
-    y = np.asarray(y).astype(np.int32).reshape(-1)
-    if len(x) != len(y) or len(x) == 0:
-        raise UserError(f"base {base!r} has {len(x)} inputs and {len(y)} labels; need equal, > 0")
-    if y.min() < 0:
-        raise UserError(f"base {base!r} has negative labels; labels must be 0..C-1")
-    return x, y
+    return checked_arrays(base, x, y)
 
 
 def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -121,7 +122,13 @@ def _npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _data_dir() -> Path | None:
     d = os.environ.get(DATA_DIR_ENV)
-    return Path(d) if d else None
+    if not d:
+        return None
+    if not Path(d).is_dir():
+        raise UserError(
+            f"{DATA_DIR_ENV}={d!r} is not a folder; point it at the data folder or unset it"
+        )
+    return Path(d)
 
 
 def _named(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -194,5 +201,12 @@ def _from_hf(ds, name: str) -> tuple[np.ndarray, np.ndarray]:
             f"{', '.join(ds.features)}"
         )
     ds = ds.with_format("numpy")
-    x = np.stack([np.asarray(im) for im in ds[image_col]])
+    images = [np.asarray(im) for im in ds[image_col]]
+    shapes = sorted({im.shape for im in images})
+    if len(shapes) > 1:
+        raise UserError(
+            f"base {name!r}: column {image_col} holds images of {len(shapes)} shapes "
+            f"({', '.join(map(str, shapes[:3]))}...); all images must have one shape"
+        )
+    x = np.stack(images) if images else np.zeros((0, 0), np.float32)
     return x, np.asarray(ds[label_col])

@@ -366,4 +366,11 @@ def chunks(
     chunk = min(CHUNK, num)
     for c in range(math.ceil(num / chunk)):
         batch = family.sample(jax.random.fold_in(key, c), chunk, length, subset)
+        # no learner may turn invalid data into a score (a NaN input makes every kNN
+        # distance NaN, and top-k then ranks the query itself first)
+        if not bool(jnp.isfinite(batch.x).all() & jnp.isfinite(batch.y).all()):
+            raise UserError(
+                f"family {family.spec!r} drew non-finite inputs or targets (nan or inf); "
+                "cannot score a learner on them"
+            )
         yield predict(batch.x, batch.y), batch.y[:, idx]
