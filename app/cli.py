@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from metalearn.core import config as cfglib
 from metalearn.core.errors import NonFiniteError, UserError
 
 
@@ -14,23 +16,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args) or 0
+        status = args.func(args) or 0
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return status
     except UserError as e:
         print(f"metalearn: error: {e}", file=sys.stderr)
         return 2
     except NonFiniteError as e:
         print(f"metalearn: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # the reader went away (`metalearn families | head -1`): stop quietly, and keep the
+        # interpreter from failing again while flushing stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
+    from metalearn import __version__
+
     p = argparse.ArgumentParser(
         prog="metalearn", description="Meta-learn general-purpose learners."
     )
+    p.add_argument("--version", action="version", version=f"metalearn {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="meta-train an experiment (default: the quickstart)")
-    t.add_argument("config", nargs="?", default="quickstart", help="experiment name or module path")
+    t = sub.add_parser(
+        "train",
+        help="meta-train an experiment (default: the quickstart)",
+        epilog=f"experiments: {', '.join(_experiment_names())}; or a module path importable "
+        "from here (e.g. my_project.my_experiment, with its folder on PYTHONPATH) or a .py "
+        "file. Every config key, its type and value: metalearn train EXPERIMENT --show-config",
+    )
+    t.add_argument(
+        "config",
+        nargs="?",
+        help="experiment name, module path or .py file (default: quickstart; with --resume: "
+        "the run's own)",
+    )
     t.add_argument(
         "--set",
         dest="overrides",
@@ -42,7 +65,26 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run directory (default: runs/<experiment>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     t.add_argument("--force", action="store_true", help="delete an existing run directory first")
+    t.add_argument(
+        "--show-config",
+        action="store_true",
+        help="print every config key with its type and value (after --set), then exit",
+    )
     t.set_defaults(func=_train)
+
+    r = sub.add_parser(
+        "report", help="rerun a trained run's evaluation (its report) without training"
+    )
+    r.add_argument("run", help="run directory written by `metalearn train`")
+    r.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="eval.KEY=VALUE",
+        help="change an evaluation setting, e.g. --set eval.sequences=200 (repeatable)",
+    )
+    r.set_defaults(func=_report)
 
     e = sub.add_parser("eval", help="learning curves of learners on task families")
     e.add_argument(
@@ -112,14 +154,42 @@ def _train(args: argparse.Namespace) -> int:
     from metalearn import runs
     from metalearn.meta.sharding import maybe_initialize_distributed
 
+    name = args.config or runs.DEFAULT_EXPERIMENT
+    if args.show_config:
+        print(cfglib.describe(runs.make_config(name, args.overrides)))
+        return 0
     maybe_initialize_distributed()
-    config = runs.make_config(args.config, args.overrides)
-    out = args.out or runs.default_run_dir(args.config)
+    if args.resume and args.out is None and args.config is None:
+        raise UserError("--resume needs --out (the run directory) or the experiment's name")
+    out = args.out or runs.default_run_dir(name)
     if args.resume and not args.overrides:
         config = None  # the run's saved config
-    run = runs.train(config, out, resume=args.resume, force=args.force)
+    else:
+        config = runs.make_config(name, args.overrides)
+    run = runs.train(config, out, resume=args.resume, force=args.force, experiment=args.config)
     print(f"run written to {run.run_dir}")
     return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from metalearn import runs
+
+    run = runs.report(args.run, args.overrides)
+    print(f"report written to {run.run_dir}")
+    return 0
+
+
+def _experiment_names() -> list[str]:
+    """The packaged experiments' names, found without importing them (for --help)."""
+    import pkgutil
+
+    from metalearn import experiments
+
+    return sorted(
+        m.name
+        for m in pkgutil.iter_modules(experiments.__path__)
+        if not m.name.startswith(("_", "bench"))
+    )
 
 
 def _parse_budgets(text: str | None, below: int, bound: str) -> tuple[int, ...]:
@@ -146,6 +216,10 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.sequences < 2:
         raise UserError(f"--sequences must be at least 2, got {args.sequences}")
+    if args.length is not None and args.length < 1:
+        raise UserError(f"--length must be a positive int, got {args.length}")
+    out = Path(args.out)
+    _check_output_file(out)  # before the evaluation, not after it
     resolved = [registry.resolve(name) for name in args.learner]
     learners = [learner for learner, _ in resolved]
     setups = [run.setup for _, run in resolved if run is not None]
@@ -173,7 +247,6 @@ def _eval(args: argparse.Namespace) -> int:
                 length=None if steps else length,
                 seed=args.seed,
             )
-    out = Path(args.out)
     write_json(curves, out)
     plot(curves, out.with_suffix(".png"))
     print(table(curves))
@@ -182,6 +255,15 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 DEFAULT_LENGTH = {"examples": 16, "steps": 100}
+
+
+def _check_output_file(out: Path) -> None:
+    from metalearn.runs import check_folder
+
+    for path in (out, out.with_suffix(".png")):
+        if path.is_dir():
+            raise UserError(f"--out {str(path)!r} is a folder; give a file path such as r.json")
+    check_folder(out.parent, "folder of --out")
 
 
 def _family(spec: str, setups: list):

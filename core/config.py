@@ -135,3 +135,38 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
             value = tuple(value)
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def describe(cfg: Any) -> str:
+    """Every leaf key of a (nested) config with its type and value, one per line, the value
+    written as `--set key=value` takes it."""
+    rows = list(_leaves(cfg, ""))
+    width = max(len(k) for k, _, _ in rows)
+    kinds = max(len(t) for _, t, _ in rows)
+    return "\n".join(f"{k:<{width}}  {t:<{kinds}}  {v}" for k, t, v in rows)
+
+
+def _leaves(cfg: Any, prefix: str):
+    for name, tp in field_types(type(cfg)).items():
+        value = getattr(cfg, name)
+        if dataclasses.is_dataclass(tp):
+            yield from _leaves(value, f"{prefix}{name}.")
+        else:
+            yield prefix + name, _type_text(tp), format_value(value)
+
+
+def _type_text(tp: Any) -> str:
+    return (
+        getattr(tp, "__name__", None) if not typing.get_args(tp) else str(tp).replace("typing.", "")
+    )
+
+
+def format_value(value: Any) -> str:
+    """`value` as `parse_value` reads it back."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ";".join(map(format_value, value))
+    return str(value) if value != "" else "(empty)"

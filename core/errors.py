@@ -6,7 +6,8 @@ class UserError(ValueError):
 
 
 class NonFiniteError(RuntimeError):
-    """A NaN or inf appeared in meta-training; carries the step and the quantity that went bad."""
+    """A NaN or inf appeared in meta-training; carries the step (counted from 1, as the `step`
+    of metrics.jsonl counts steps done) and the quantity that went bad."""
 
     def __init__(self, step: int, quantity: str, value: float):
         self.step, self.quantity, self.value = step, quantity, value

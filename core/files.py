@@ -18,11 +18,20 @@ def atomic_write(path: Path, write: Callable[[IO], None], mode: str = "w") -> No
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
+            # mkstemp makes the file private (0600); a result file gets the mode any new file
+            # would, so colleagues can read what the umask lets them
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -21,7 +21,7 @@ from metalearn.icl.learner import (
     Theta,
     TrainedPredictor,
 )
-from metalearn.meta.evaluate import Curves, evaluate
+from metalearn.meta.evaluate import Curves, check_budgets, evaluate
 from metalearn.meta.experiment import EvalDefaults, Setup
 from metalearn.meta.loop import LoopConfig
 from metalearn.meta.objective import backprop
@@ -70,6 +70,7 @@ class ICLConfig:
         if self.weighting == "log" and family.num_classes is not None:
             raise UserError("weighting=log is for regression families")
         learner = InContextLearner.for_family(self.model, family, self.length)
+        self.check_eval(TrainedPredictor(learner, None, "the model"))
         objective = SequenceObjective(learner, family, self.batch_size, self.length, self.weighting)
         return Setup(
             init=objective.init,
@@ -85,7 +86,29 @@ class ICLConfig:
     def budgets(self) -> tuple[int, ...]:
         return self.eval.budgets or tuple(range(self.length))
 
-    def _eval_families(self) -> list[data.TaskFamily]:
+    def check_eval(self, predictor: TrainedPredictor) -> None:
+        """Raise UserError for any eval.* setting the report would refuse, before training
+        starts (optional families are checked when the report loads them)."""
+        ev = self.eval
+        if ev.sequences < 2:
+            raise UserError(
+                f"eval.sequences must be at least 2 (for a standard error), got {ev.sequences}"
+            )
+        try:
+            check_budgets(self.budgets(), below=self.length, bound="the length")
+        except UserError as e:
+            raise UserError(f"eval.budgets: {e}") from None
+        for name in ev.baselines:
+            baseline(name)
+        if ev.reference and ev.reference not in ev.baselines:
+            raise UserError(
+                f"eval.reference {ev.reference!r} must be one of eval.baselines "
+                f"({', '.join(ev.baselines) or 'none given'})"
+            )
+        for family in self._eval_families(optional=False):
+            predictor.check(family, self.length)
+
+    def _eval_families(self, optional: bool = True) -> list[data.TaskFamily]:
         train = data.from_spec(self.family)
 
         def build(spec: str) -> data.TaskFamily:
@@ -94,7 +117,7 @@ class ICLConfig:
             return data.from_spec(spec.format(dim=train.input_dim, num_classes=train.num_classes))
 
         out = [build(s) for s in self.eval.families]
-        for spec in self.eval.optional:
+        for spec in self.eval.optional if optional else ():
             try:
                 out.append(build(spec))
             except UserError as e:

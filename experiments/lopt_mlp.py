@@ -117,10 +117,16 @@ class Config:
             raise UserError(f"estimator must be one of {allowed}, got {self.estimator!r}")
         if self.horizon < 1:
             raise UserError(f"horizon must be a positive int, got {self.horizon}")
-        if min(self.eval.seeds, self.eval.tune_seeds) < 1:
+        ev = self.eval
+        if ev.seeds < 2 or ev.tune_seeds < 1:
             raise UserError(
-                f"eval.seeds and eval.tune_seeds must be positive, got {self.eval.seeds}, "
-                f"{self.eval.tune_seeds}"
+                "eval.seeds must be at least 2 (for a standard error) and eval.tune_seeds "
+                f"positive, got {ev.seeds} and {ev.tune_seeds}"
+            )
+        if ev.every < 1 or ev.steps < 0:
+            raise UserError(
+                f"eval.every must be a positive int and eval.steps >= 0 (0: the horizon), got "
+                f"{ev.every} and {ev.steps}"
             )
         lopt = self.make_lopt()
         tasks = [

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Protocol
 
 import jax
@@ -211,10 +212,11 @@ def parse_model(text: str) -> InnerModel:
     kind, sep, sizes = text.partition(":")
     if not sep:
         kind, sizes = "mlp", text
-    try:
-        dims = tuple(int(s) for s in sizes.split("x") if s)
-    except ValueError:
+    # strictly N or NxNx...: '64x', 'x64' and '64xx32' are typos, not models
+    if not re.fullmatch(r"(\d+(x\d+)*)?", sizes):
         dims = None
+    else:
+        dims = tuple(map(int, sizes.split("x"))) if sizes else ()
     if kind == "mlp" and dims is not None:
         return MLP(dims)
     if kind == "conv" and dims:

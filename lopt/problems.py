@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from typing import Any, ClassVar, NamedTuple
 
 import jax
@@ -71,7 +72,7 @@ class InnerProblem:
         hidden layers of 32), `images:base=digits|conv:8x16|128`; models as in `lopt.models`."""
         parts = spec.split(cls.SEPARATOR)
         try:
-            if len(parts) != 3:
+            if len(parts) != 3 or not re.fullmatch(r"\d+", parts[2]):
                 raise ValueError
             batch = int(parts[2])
         except ValueError:

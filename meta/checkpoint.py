@@ -18,8 +18,9 @@ class Checkpointer:
         import orbax.checkpoint as ocp  # heavy: imported only by runs that checkpoint
 
         self._ocp = ocp
+        self.directory = Path(directory).absolute()
         self._manager = ocp.CheckpointManager(
-            Path(directory).absolute(),
+            self.directory,
             # synchronous, so a failed save stops the run at once: after a background save
             # failed, the process hung ten minutes on orbax's signalling thread before exiting
             options=ocp.CheckpointManagerOptions(
@@ -46,6 +47,41 @@ class Checkpointer:
         return jax.tree_util.tree_map(
             lambda x, r: jnp.zeros(x.shape, x.dtype) if _empty(x) else r, like, restored
         )
+
+    def restore_newest(
+        self, like: Any, *, set_aside: bool = False
+    ) -> tuple[int | None, Any, list[str]]:
+        """The newest checkpoint that restores: (step, state, what was skipped and why).
+
+        A damaged checkpoint (a truncated or unreadable file) is skipped for the one before it;
+        with `set_aside` (a run about to write new checkpoints) it is renamed
+        `<step>.damaged`, so nothing is deleted and its step can be saved again. (None, None,
+        skipped) when none restores.
+        """
+        skipped = []
+        for step in sorted(self._manager.all_steps(), reverse=True):
+            try:
+                state = self.restore(step, like)
+            except Exception as e:  # orbax and tensorstore raise many kinds on damaged files
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                note = f"checkpoint {step} is damaged ({type(e).__name__}: {reason})"
+                if set_aside:
+                    path = self.directory / str(step)
+                    aside = path.with_name(f"{step}.damaged")
+                    n = 1
+                    while aside.exists():  # an earlier damaged copy of the same step
+                        n += 1
+                        aside = path.with_name(f"{step}.damaged{n}")
+                    path.rename(aside)
+                    note += f"; kept as checkpoints/{aside.name}"
+                skipped.append(note)
+                continue
+            if skipped and set_aside:
+                self._manager.reload()
+            return step, state, skipped
+        if skipped and set_aside:
+            self._manager.reload()
+        return None, None, skipped
 
     def close(self) -> None:
         self._manager.wait_until_finished()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
+from metalearn.core.errors import UserError
 from metalearn.core.files import atomic_write_text
 
 
@@ -26,12 +28,15 @@ class MetricsLog:
     ):
         self.path = Path(path)
         if resume_from is not None and self.path.exists():
-            kept = [
-                line
-                for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= resume_from
-            ]
-            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+            records, torn = _parse(self.path)
+            if torn:
+                print(
+                    f"metalearn: {self.path} ended in a torn line (an interrupted write); "
+                    "dropped it",
+                    file=sys.stderr,
+                )
+            kept = [r for r in records if r.get("step", 0) <= resume_from]
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         elif resume_from is None and self.path.exists():
             self.path.unlink()
         self._file = self.path.open("a")
@@ -40,8 +45,6 @@ class MetricsLog:
             try:
                 from tensorboardX import SummaryWriter
             except ImportError:
-                from metalearn.core.errors import UserError
-
                 raise UserError(
                     "loop.tensorboard=true needs tensorboardX: pip install 'metalearn[tensorboard]'"
                 ) from None
@@ -63,5 +66,20 @@ class MetricsLog:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """All records of a metrics.jsonl file."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """All records of a metrics.jsonl file (a torn last line, from a write cut short by a
+    crash or a full disk, is left out)."""
+    return _parse(Path(path))[0]
+
+
+def _parse(path: Path) -> tuple[list[dict[str, Any]], bool]:
+    """The records of a metrics file, and whether its last line was torn."""
+    lines = [(i, line) for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    records = []
+    for n, (i, line) in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n == len(lines) - 1:
+                return records, True
+            raise UserError(f"{str(path)!r} line {i} is not a JSON record: {line[:80]!r}") from None
+    return records, False

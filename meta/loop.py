@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -101,9 +102,21 @@ def meta_train(
         from metalearn.meta.checkpoint import Checkpointer
 
         ckpt = Checkpointer(Path(run_dir) / "checkpoints", keep=loop.keep_checkpoints)
-        if resume and ckpt.latest_step() is not None:
-            start = ckpt.latest_step()
-            state = TrainState(*ckpt.restore(start, tuple(state)))
+        if resume:
+            step, restored, skipped = ckpt.restore_newest(tuple(state), set_aside=lead)
+            if restored is None and skipped:
+                ckpt.close()
+                raise UserError(
+                    f"no intact checkpoint in {str(run_dir)!r} to resume from ("
+                    + "; ".join(skipped)
+                    + "); pass --force to start over"
+                )
+            for note in skipped:
+                print(f"metalearn: {note}", file=sys.stderr)
+            if restored is not None:
+                start, state = step, TrainState(*restored)
+                if skipped:
+                    print(f"metalearn: resuming from checkpoint {step}", file=sys.stderr)
         if lead:
             log = MetricsLog(
                 Path(run_dir) / "metrics.jsonl",
@@ -130,7 +143,7 @@ def meta_train(
         """Fetch one step's metrics, stop on NaN/inf, log them."""
         nonlocal last
         last = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        _check_finite(step, last)
+        _check_finite(step + 1, last)  # counted as metrics.jsonl counts: steps done
         done = step + 1
         if bar is not None:
             bar.update(1)

@@ -57,6 +57,8 @@ TINY = [
     "eval.baselines=knn",
     "--set",
     "eval.families=train",
+    "--set",
+    "eval.optional=",  # no held-out dataset families
 ]
 
 

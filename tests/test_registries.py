@@ -14,7 +14,14 @@ from metalearn.lopt.training import train_run
 
 # experiment -> overrides that make one meta-training step cheap (shapes shared with the other
 # tests where possible, so compilations are shared through the persistent cache)
-ICL_SMALL = ["length=8", "batch_size=16", "model.depth=1", "model.width=16", "model.heads=2"]
+ICL_SMALL = [
+    "length=8",
+    "eval.budgets=0;3;7",
+    "batch_size=16",
+    "model.depth=1",
+    "model.width=16",
+    "model.heads=2",
+]
 EXPERIMENTS = {
     "quickstart": ["family=projected:base=digits,dim=8", *ICL_SMALL],
     "linreg": ["family=linear_regression:dim=3,noise=0.5", *ICL_SMALL],

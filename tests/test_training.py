@@ -70,7 +70,7 @@ def _interrupted(run_dir, loop, die_at):
         )
 
 
-def test_nan_is_reported_with_its_step():
+def test_nan_is_reported_with_its_step(tmp_path):
     @dataclasses.dataclass(frozen=True)
     class Poisoned:
         """The objective's loss turns NaN from step 3 on."""
@@ -88,6 +88,13 @@ def test_nan_is_reported_with_its_step():
             return loss, {**metrics, "loss": loss}
 
     with pytest.raises(NonFiniteError) as e:
-        _train(init=Poisoned().init, estimator=backprop(Poisoned()))
-    assert e.value.step == 3 and e.value.quantity == "loss"
-    assert "step 3" in str(e.value) and "nan" in str(e.value)
+        _train(
+            init=Poisoned().init,
+            estimator=backprop(Poisoned()),
+            loop=dataclasses.replace(LOOP, log_every=1),
+            run_dir=tmp_path,
+        )
+    # index 3 is the fourth step: metrics.jsonl's last record is step 3, the NaN is step 4
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2, 3]
+    assert e.value.step == 4 and e.value.quantity == "loss"
+    assert "step 4" in str(e.value) and "nan" in str(e.value)
