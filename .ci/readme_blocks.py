@@ -3,7 +3,8 @@ project that has its own `data` and `experiments` packages (so a name clash woul
 
     python .ci/readme_blocks.py README.md WORKDIR
 
-`python` and `bash` blocks run in order, each in a fresh process in WORKDIR; a block right
+`python` and `bash` blocks run in order, each alone: in a fresh process, in a fresh project
+folder under WORKDIR; a block right
 after `<!-- readme: skip ... -->` is skipped, and `text` blocks (synopses) are never run.
 Also checks that the installed distribution, and a wheel built from the checkout, add the
 one top-level name `metalearn`.
@@ -12,6 +13,7 @@ one top-level name `metalearn`.
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import re
 import shutil
 import subprocess
@@ -61,24 +63,38 @@ def check_top_level(repo: Path) -> None:
     print(f"one top-level name: metalearn (installed, and in {wheel.name})")
 
 
+def user_project(folder: Path) -> Path:
+    """A fresh project folder with its own `data` and `experiments` packages."""
+    for package in ("data", "experiments"):
+        (folder / package).mkdir(parents=True, exist_ok=True)
+        (folder / package / "__init__.py").write_text(f'"""The user\'s own {package}."""\n')
+    return folder
+
+
+def run_block(lang: str, code: str, cwd: Path) -> tuple[int, float, float]:
+    """(exit status, seconds, peak resident memory of the block's processes in MB)."""
+    cmd = [sys.executable, "-c", code] if lang == "python" else ["bash", "-euo", "pipefail"]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.PIPE, text=True)
+    proc.stdin.write("" if lang == "python" else code)
+    proc.stdin.close()
+    # wait4 gives this child's own resource use (its largest descendant's peak on Linux)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, time.perf_counter() - start, usage.ru_maxrss / 1024
+
+
 def main(readme: str, workdir: str) -> int:
     repo = Path(readme).resolve().parent
     work = Path(workdir).resolve()
-    for package in ("data", "experiments"):  # the user's own packages of these names
-        (work / package).mkdir(parents=True, exist_ok=True)
-        (work / package / "__init__.py").write_text(f'"""The user\'s own {package}."""\n')
     check_top_level(repo)
     for line, lang, code in blocks(Path(readme).read_text()):
-        cmd = [sys.executable, "-c", code] if lang == "python" else ["bash", "-euo", "pipefail"]
-        start = time.perf_counter()
-        done = subprocess.run(
-            cmd, cwd=work, input=None if lang == "python" else code, text=True, timeout=900
-        )
-        took = time.perf_counter() - start
-        if done.returncode:
-            print(f"README block at line {line} ({lang}) failed with status {done.returncode}")
+        # each block alone, in a project folder of its own: no block leans on another's files
+        status, took, peak = run_block(lang, code, user_project(work / f"block_{line}"))
+        if status:
+            print(f"README block at line {line} ({lang}) failed with status {status}")
             return 1
-        print(f"README block at line {line} ({lang}) ran in {took:.0f} s")
+        print(f"README block at line {line} ({lang}) ran alone in {took:.0f} s, peak {peak:.0f} MB")
     return 0
 
 

@@ -140,6 +140,12 @@ def _parser() -> argparse.ArgumentParser:
         "--estimators", default=",".join(["tbptt", "truncated_es", "pes", "nres", "full_es"])
     )
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument(
+        "--chunk",
+        type=int,
+        default=32,
+        help="samples computed at once (default 32): memory is that of this many episodes",
+    )
     c.add_argument("--out", required=True, help="folder for chaos.json, chaos.png, chaos.txt")
     c.set_defaults(func=_chaos)
 
@@ -328,6 +334,8 @@ def _chaos(args: argparse.Namespace) -> int:
     if task is None:
         raise UserError(f"experiment {args.config!r} has no truncated unroll to diagnose")
     names = [n for n in args.estimators.split(",") if n.strip()]
+    out = Path(args.out)
+    runs.check_folder(out, "--out folder")
     points = chaos.diagnose(
         task,
         theta,
@@ -337,8 +345,10 @@ def _chaos(args: argparse.Namespace) -> int:
         args.truncation,
         args.sigma,
         names,
+        chunk=args.chunk,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
-    print(chaos.write(points, Path(args.out), title=f"{args.config}"))
+    print(chaos.write(points, out, title=f"{args.config}"))
     print(f"written to {args.out}/chaos.json, chaos.png, chaos.txt")
     return 0
 

@@ -1,7 +1,8 @@
 """A chaotic toy system meta-trained through truncated unrolls: the logistic map.
 
-    metalearn train logistic_map
-    metalearn chaos logistic_map --lengths 5,10,20,40,80
+    metalearn train logistic_map        # seconds
+    metalearn chaos logistic_map --lengths 5,10,20,40,80 --samples 512 --sigma 0.05 \
+        --out runs/chaos_logistic_map   # 39 s, 0.4 GB on a 2-core CPU
 
 x <- r x (1 - x) from a random x in (0.1, 0.9); each step's loss is (x - target)^2, and theta
 is r. From r = 3.7 the map is chaotic: the exact gradient of the mean episode loss explodes with

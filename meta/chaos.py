@@ -14,7 +14,8 @@ import dataclasses
 import functools
 import json
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -38,12 +39,28 @@ class ChaosPoint(NamedTuple):
     samples: int
 
 
-def _spread(grads: Theta) -> tuple[float, float]:
-    leaves = [
-        np.asarray(g, np.float64).reshape(g.shape[0], -1) for g in jax.tree_util.tree_leaves(grads)
-    ]
-    flat = np.concatenate(leaves, axis=1)
-    return float(flat.var(0, ddof=1).sum()), float((flat.mean(0) ** 2).sum())
+class _Moments:
+    """Running sums (float64, on the host) of samples of a flattened pytree, so the spread of
+    many samples is found a chunk at a time."""
+
+    def __init__(self) -> None:
+        self.n, self.total, self.squares = 0, 0.0, 0.0
+
+    def add(self, grads: Theta) -> None:
+        leaves = [
+            np.asarray(g, np.float64).reshape(g.shape[0], -1)
+            for g in jax.tree_util.tree_leaves(grads)
+        ]
+        flat = np.concatenate(leaves, axis=1)
+        self.n += len(flat)
+        self.total = self.total + flat.sum(0)
+        self.squares = self.squares + (flat**2).sum(0)
+
+    def spread(self) -> tuple[float, float]:
+        """(total variance, ddof 1; squared norm of the mean)."""
+        mean = self.total / self.n
+        var = (self.squares - self.n * mean**2) / (self.n - 1)
+        return float(np.maximum(var, 0.0).sum()), float((mean**2).sum())
 
 
 def with_horizon(task: TruncatedTask, length: int) -> TruncatedTask:
@@ -66,30 +83,56 @@ def diagnose(
     truncation: int = 10,
     sigma: float = 0.01,
     estimators: Sequence[str] = tuple(ESTIMATORS),
+    chunk: int = 32,
+    progress: Callable[[str], None] | None = None,
 ) -> list[ChaosPoint]:
-    """Variance of the exact meta-gradient and of each estimator versus episode length."""
+    """Variance of the exact meta-gradient and of each estimator versus episode length.
+
+    Samples are drawn `chunk` at a time, so memory stays that of `chunk` episodes (backprop
+    through a whole episode keeps every step's state) whatever `samples` is; `progress` gets
+    a line after each (length, estimator).
+    """
     if samples < 2 or any(t < 1 for t in lengths):
         raise UserError(
             f"samples must be >= 2 and lengths positive, got {samples} and {list(lengths)}"
         )
+    if chunk < 2:
+        raise UserError(f"chunk must be >= 2, got {chunk}")
     unknown = [e for e in estimators if e not in ESTIMATORS]
     if unknown:
         raise UserError(f"unknown estimators {unknown}; choose from {', '.join(ESTIMATORS)}")
+    sizes = [min(chunk, samples - i) for i in range(0, samples, chunk)]
     points = []
+    start = time.perf_counter()
+
+    def record(length: int, name: str, moments: _Moments) -> None:
+        points.append(ChaosPoint(length, name, *moments.spread(), samples))
+        if progress is not None:
+            progress(
+                f"length {length:>5d}  {name:<13s} variance {points[-1].variance:.4g}  "
+                f"({time.perf_counter() - start:.0f} s so far)"
+            )
+
     for length in lengths:
         t = with_horizon(task, length)
         k_exact, k_init, k_est = jax.random.split(jax.random.fold_in(key, length), 3)
-        keys = jax.random.split(k_exact, samples)
         grad = jax.jit(jax.vmap(jax.grad(functools.partial(episode_loss, t)), (None, 0)))
-        points.append(ChaosPoint(length, EXACT, *_spread(grad(theta, keys)), samples))
+        moments = _Moments()
+        for c, size in enumerate(sizes):
+            moments.add(grad(theta, jax.random.split(jax.random.fold_in(k_exact, c), size)))
+        record(length, EXACT, moments)
         window = min(truncation, length)
         for name in estimators:
             if name == "nres" and length % window:
                 continue  # NRES needs whole windows per episode
-            est = ESTIMATORS[name](t, num_workers=samples, truncation=window, sigma=sigma)
-            state = jax.jit(est.init)(k_init, theta)
-            grads, _, _ = jax.jit(est.per_worker)(theta, state, k_est)
-            points.append(ChaosPoint(length, name, *_spread(grads), samples))
+            moments = _Moments()
+            for size in sorted(set(sizes), reverse=True):  # one compile per chunk size
+                est = ESTIMATORS[name](t, num_workers=size, truncation=window, sigma=sigma)
+                init, per_worker = jax.jit(est.init), jax.jit(est.per_worker)
+                for c in (c for c, s in enumerate(sizes) if s == size):
+                    state = init(jax.random.fold_in(k_init, c), theta)
+                    moments.add(per_worker(theta, state, jax.random.fold_in(k_est, c))[0])
+            record(length, name, moments)
     return points
 
 

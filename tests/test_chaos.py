@@ -43,3 +43,41 @@ def test_chaos_bad_input():
         diagnose(LogisticMap(), 3.7, [10], 8, jax.random.key(0), estimators=["magic"])
     with pytest.raises(UserError, match="horizon"):
         diagnose(object(), 3.7, [10], 8, jax.random.key(0))
+
+
+def test_spread_a_chunk_at_a_time_equals_all_at_once():
+    import numpy as np
+
+    from metalearn.meta.chaos import _Moments
+
+    grads = {
+        "a": jax.random.normal(jax.random.key(0), (20, 3, 2)) * 3 + 1,
+        "b": jax.random.normal(jax.random.key(1), (20,)),
+    }
+    flat = np.concatenate([np.asarray(g, np.float64).reshape(20, -1) for g in grads.values()], 1)
+    moments = _Moments()
+    for lo, hi in ((0, 8), (8, 16), (16, 20)):
+        moments.add(jax.tree_util.tree_map(lambda g, lo=lo, hi=hi: g[lo:hi], grads))
+    var, mean_sq = moments.spread()
+    np.testing.assert_allclose(var, flat.var(0, ddof=1).sum(), rtol=1e-10)
+    np.testing.assert_allclose(mean_sq, (flat.mean(0) ** 2).sum(), rtol=1e-10)
+
+
+def test_chunked_diagnosis_reports_progress_and_is_repeatable():
+    lines = []
+    run = lambda: diagnose(  # noqa: E731
+        LogisticMap(),
+        3.7,
+        [5],
+        20,
+        jax.random.key(0),
+        5,
+        0.05,
+        ["pes"],
+        chunk=8,
+        progress=lines.append,
+    )
+    first = run()
+    assert [(p.estimator, p.samples) for p in first] == [("exact", 20), ("pes", 20)]
+    assert len(lines) == 2 and "pes" in lines[1] and "so far" in lines[1]
+    assert run() == first  # the same key gives the same numbers
