@@ -86,6 +86,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.set_defaults(func=_report)
 
+    s = sub.add_parser(
+        "sweep",
+        help="train and evaluate every point of a grid of settings, into one table",
+        epilog="A point that fails is recorded with its reason and the others go on; run the "
+        "same command again to finish an interrupted sweep (finished points are skipped, "
+        "partial ones resume).",
+    )
+    s.add_argument("config", help="experiment name, module path or .py file")
+    s.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="a config key or a spec option (family.num_tasks) and its values; ranges as "
+        "2**0..2**4 or 1..5; repeatable (the points are the cartesian product)",
+    )
+    s.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting shared by every point (repeatable)",
+    )
+    s.add_argument("--seeds", type=int, default=1, help="seeds per point (loop.seed 0..N-1)")
+    s.add_argument("--out", required=True, help="sweep directory")
+    s.add_argument("--force", action="store_true", help="reuse a directory of another sweep")
+    s.set_defaults(func=_sweep)
+
     e = sub.add_parser("eval", help="learning curves of learners on task families")
     e.add_argument(
         "--learner",
@@ -183,6 +212,18 @@ def _report(args: argparse.Namespace) -> int:
     run = runs.report(args.run, args.overrides)
     print(f"report written to {run.run_dir}")
     return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from metalearn import sweep
+
+    grid = sweep.parse_grid(args.grid)
+    table, done, failed = sweep.run_sweep(
+        args.config, grid, sets=args.overrides, seeds=args.seeds, out=args.out, force=args.force
+    )
+    total = done + failed
+    print(f"{total} points: {done} done, {failed} failed; table {table} (and .csv)")
+    return 1 if failed else 0
 
 
 def _experiment_names() -> list[str]:

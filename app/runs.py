@@ -173,8 +173,8 @@ def train(
         if config is None or has_checkpoint(run_dir):
             raise UserError(f"{str(run_dir)!r} is not a run directory (no {CONFIG_FILE})")
         resume = False  # killed before it wrote its config: nothing to resume, so start it
-    if not resume:
-        config.setup()  # the whole config, evaluation included, fails before anything is written
+    # the whole config, evaluation included, fails before anything is written
+    setup = None if resume else config.setup()
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     lead = jax.process_index() == 0  # in a multi-host job process 0 holds the lock
@@ -182,6 +182,7 @@ def train(
         with FolderLock(run_dir, "metalearn train") if lead else contextlib.nullcontext():
             if resume:
                 config = _resumed_config(run_dir, config, experiment)
+                setup = config.setup()
             elif has_checkpoint(run_dir) and not force:
                 raise UserError(
                     f"run directory {str(run_dir)!r} already exists; pass --resume to continue "
@@ -189,7 +190,6 @@ def train(
                 )
             elif lead:
                 _clear(run_dir, force)
-            setup = config.setup()
             if lead and not resume:
                 _write_record(run_dir, config)
             result: TrainResult = meta_train(

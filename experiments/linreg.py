@@ -1,6 +1,6 @@
 """In-context linear regression: a transformer against the Bayes-optimal ridge predictor.
 
-    metalearn train linreg          # about 13 minutes on 2 cores
+    metalearn train linreg          # about 13 minutes and 0.9 GB on 2 cores
 
 Tasks y = w.x + eps with x, w ~ N(0, I_8) and noise 0.5, fresh for every sequence of 16
 examples (Garg et al. 2022; Raventos et al. 2023). The report compares squared error at

@@ -1,6 +1,6 @@
 """A chaotic toy system meta-trained through truncated unrolls: the logistic map.
 
-    metalearn train logistic_map        # seconds
+    metalearn train logistic_map        # 7 s, 0.4 GB on a 2-core CPU
     metalearn chaos logistic_map --lengths 5,10,20,40,80 --samples 512 --sigma 0.05 \
         --out runs/chaos_logistic_map   # 39 s, 0.4 GB on a 2-core CPU
 

@@ -1,0 +1,291 @@
+"""Sweeps: the cartesian product of config settings, each point an ordinary run directory,
+collected into one tidy table.
+
+    metalearn sweep linreg --grid model.width=16,32 --grid family.num_tasks=2**0..2**4,none \
+        --seeds 2 --out sweeps/width_by_pool
+
+A point is a list of `key=value` assignments on the experiment's config; a grid key is a config
+key (`model.width`) or an option inside a spec-valued field (`family.num_tasks`). Points run
+one at a time here (this is the local engine); a finished point is skipped when the sweep is
+started again, a partly trained one resumes from its checkpoints, and a point that fails is
+recorded with its reason while the others go on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import itertools
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from metalearn.core import config as cfglib
+from metalearn.core.errors import NonFiniteError, UserError
+from metalearn.core.files import atomic_write, atomic_write_text
+from metalearn.core.lock import FolderLock
+
+SWEEP_FILE = "sweep.json"
+STATUS_FILE = "status.json"
+_RANGE = re.compile(r"^(?:(\d+)\*\*)?(-?\d+)\.\.(?:(\d+)\*\*)?(-?\d+)$")
+
+
+def parse_values(text: str) -> list[str]:
+    """`V1,V2,...`, where an item may be a range: `2**0..2**4` (powers, inclusive) or `1..5`."""
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        m = _RANGE.match(item)
+        if m is None:
+            out.append(item)
+            continue
+        base_a, lo, base_b, hi = m.groups()
+        if (base_a is None) != (base_b is None) or (base_a and base_a != base_b):
+            raise UserError(f"a range is a..b or B**a..B**b with one base B, got {item!r}")
+        lo, hi = int(lo), int(hi)
+        if hi < lo:
+            raise UserError(f"range {item!r} is empty (its end is below its start)")
+        if hi - lo > 64:
+            raise UserError(f"range {item!r} has {hi - lo + 1} values; at most 65")
+        out += [str(int(base_a) ** k if base_a else k) for k in range(lo, hi + 1)]
+    if not out:
+        raise UserError(f"a grid needs at least one value, got {text!r}")
+    return out
+
+
+def parse_grid(items: list[str]) -> dict[str, list[str]]:
+    """`KEY=V1,V2,...` items -> {key: values}, in the order given."""
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"--grid expects KEY=V1,V2,..., got {item!r}")
+        if key in grid:
+            raise UserError(f"--grid key {key!r} is given twice")
+        grid[key] = parse_values(values)
+    if not grid:
+        raise UserError("a sweep needs at least one --grid KEY=V1,V2,...")
+    return grid
+
+
+def _field(config: Any, path: list[str]) -> tuple[list[str], list[str]]:
+    """Split a dotted key into the path of a config leaf and what lies inside it (a spec
+    option), or raise UserError naming the key."""
+    node = config
+    for i, name in enumerate(path):
+        types_ = cfglib.field_types(type(node))
+        if name not in types_:
+            raise UserError(
+                f"unknown grid key {'.'.join(path)!r}; allowed here: {', '.join(sorted(types_))}"
+            )
+        value = getattr(node, name)
+        if not dataclasses.is_dataclass(types_[name]):
+            return path[: i + 1], path[i + 1 :]
+        node = value
+    raise UserError(f"grid key {'.'.join(path)!r} is a group; name one of its keys")
+
+
+def _get(config: Any, path: list[str]) -> Any:
+    for name in path:
+        config = getattr(config, name)
+    return config
+
+
+def with_option(spec: str, option: str, value: str) -> str:
+    """`spec` (`name:key=value,...`) with `option` set to `value`."""
+    from metalearn.data.spec import parse_spec
+
+    if "|" in spec:
+        raise UserError(
+            f"grid options inside inner-problem specs ('family|model|batch') are not supported "
+            f"yet; set the whole spec instead (got {spec!r})"
+        )
+    name, options = parse_spec(spec)
+    options[option] = value
+    return name + (":" + ",".join(f"{k}={v}" for k, v in options.items()) if options else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One configuration of a sweep: its grid settings and seed."""
+
+    settings: tuple[tuple[str, str], ...]
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """Readable, filesystem-safe, unique: the settings and a short hash of them."""
+        text = ",".join(f"{k}={v}" for k, v in self.settings) + f",seed={self.seed}"
+        digest = hashlib.sha1(text.encode()).hexdigest()[:8]
+        readable = re.sub(r"[^A-Za-z0-9_.=,+-]", "_", text)[:120]
+        return f"{readable}-{digest}"
+
+    def assignments(self, base: Any) -> list[str]:
+        """`key=value` overrides that make this point from the base config."""
+        specs: dict[str, str] = {}
+        out = []
+        for key, value in self.settings:
+            leaf, inside = _field(base, key.split("."))
+            if not inside:
+                out.append(f"{key}={value}")
+                continue
+            if len(inside) != 1:
+                raise UserError(f"grid key {key!r}: a spec option is one name after the field")
+            field = ".".join(leaf)
+            current = specs.get(field, _get(base, leaf))
+            if not isinstance(current, str):
+                raise UserError(f"grid key {key!r}: {field!r} is not a spec string")
+            specs[field] = with_option(current, inside[0], value)
+        out += [f"{field}={spec}" for field, spec in specs.items()]
+        return [*out, f"loop.seed={self.seed}"]
+
+
+def points(grid: dict[str, list[str]], seeds: int) -> list[Point]:
+    """The cartesian product of the grid (first key slowest), times `seeds` seeds."""
+    if seeds < 1:
+        raise UserError(f"--seeds must be a positive int, got {seeds}")
+    combos = itertools.product(*([(k, v) for v in vs] for k, vs in grid.items()))
+    return [Point(tuple(c), s) for c in combos for s in range(seeds)]
+
+
+def run_sweep(
+    experiment: str,
+    grid: dict[str, list[str]],
+    *,
+    sets: list[str] | None = None,
+    seeds: int = 1,
+    out: str | Path,
+    force: bool = False,
+    progress: bool = True,
+) -> tuple[Path, int, int]:
+    """Train and evaluate every point not yet finished; write results.parquet and .csv.
+
+    Returns (table path, points done, points failed). A sweep directory remembers its
+    experiment, grid, settings and seeds: running another sweep into it is refused unless
+    `force`.
+    """
+    from metalearn import runs
+
+    sets = list(sets or [])
+    out = Path(out)
+    runs.check_folder(out, "sweep directory")
+    base = runs.make_config(experiment, sets)
+    todo = points(grid, seeds)
+    configs = {p: runs.make_config(experiment, [*sets, *p.assignments(base)]) for p in todo}
+    for config in configs.values():
+        config.setup()  # every point's config is checked before the first one trains
+    out.mkdir(parents=True, exist_ok=True)
+    with FolderLock(out, "metalearn sweep"):
+        _check_record(
+            out, {"experiment": experiment, "grid": grid, "sets": sets, "seeds": seeds}, force
+        )
+        bar = _bar(len(todo)) if progress else None
+        done = failed = 0
+        for point in todo:
+            status = _run_point(point, configs[point], out / "points" / point.name)
+            done += status["status"] == "done"
+            failed += status["status"] == "failed"
+            if bar is not None:
+                bar.set_postfix(failed=failed)
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        table = write_table(out, todo)
+    return table, done, failed
+
+
+def _check_record(out: Path, record: dict[str, Any], force: bool) -> None:
+    path = out / SWEEP_FILE
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved != record and not force:
+            changed = sorted(k for k in record if saved.get(k) != record[k])
+            raise UserError(
+                f"sweep directory {str(out)!r} holds another sweep (changed: "
+                f"{', '.join(changed)}); use another --out, or --force to add these points to it"
+            )
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+
+
+def _run_point(point: Point, config: Any, run_dir: Path) -> dict[str, Any]:
+    """Train and report one point unless it has finished; its status record."""
+    from metalearn import runs
+    from metalearn.meta.logs import read_metrics
+
+    status_path = run_dir / STATUS_FILE
+    if status_path.exists():
+        status = json.loads(status_path.read_text())
+        if status["status"] == "done":
+            return status
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    resume = runs.has_checkpoint(run_dir)
+    try:
+        # the report's table goes to the point's own log, not the sweep's terminal
+        with open(run_dir / "report.log", "a") as log, contextlib.redirect_stdout(log):
+            runs.train(config, run_dir, resume=resume, force=not resume)
+        status = {"status": "done", "reason": ""}
+    except (UserError, NonFiniteError) as e:
+        status = {"status": "failed", "reason": str(e)}
+    records = (
+        read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
+    )
+    losses = [r for r in records if "loss" in r]
+    status.update(
+        wall_s=time.perf_counter() - start,
+        steps_per_s=losses[-1].get("steps_per_s") if losses else None,
+        final_loss=losses[-1]["loss"] if losses else None,
+        resumed=resume,
+    )
+    atomic_write_text(status_path, json.dumps(status) + "\n")
+    return status
+
+
+def write_table(out: Path, todo: list[Point]):
+    """One row per point x seed x learner x family x subset x budget (or one row per failed
+    point), as results.parquet and results.csv under `out`; returns the parquet path."""
+    import pandas as pd
+
+    rows = []
+    for point in todo:
+        run_dir = out / "points" / point.name
+        status = json.loads((run_dir / STATUS_FILE).read_text())
+        common = {
+            **dict(point.settings),
+            "seed": point.seed,
+            "point": point.name,
+            **{k: status.get(k) for k in ("status", "reason", "wall_s", "steps_per_s")},
+            "final_train_loss": status.get("final_loss"),
+        }
+        results = run_dir / "results.json"
+        if status["status"] != "done" or not results.exists():
+            rows.append(common)
+            continue
+        for r in json.loads(results.read_text()):
+            for b, m, s in zip(r["budget"], r["mean"], r["stderr"], strict=True):
+                rows.append(
+                    {
+                        **common,
+                        **{k: r[k] for k in ("learner", "family", "subset", "metric")},
+                        "budget": b,
+                        "mean": m,
+                        "stderr": s,
+                        "num_sequences": r["num_sequences"],
+                    }
+                )
+    frame = pd.DataFrame(rows)
+    table = out / "results.parquet"
+    atomic_write(table, lambda f: frame.to_parquet(f, index=False), mode="wb")
+    atomic_write_text(out / "results.csv", frame.to_csv(index=False))
+    return table
+
+
+def _bar(total: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="sweep", unit="point", dynamic_ncols=True)

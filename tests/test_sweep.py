@@ -1,0 +1,100 @@
+"""Sweeps: grids, point names, resumption and the collected table (the local engine)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from metalearn import runs, sweep
+from metalearn.cli import main
+from metalearn.core.errors import UserError
+
+# a linear-regression model small enough that a point trains in seconds
+SMALL = [
+    "family=linear_regression:dim=3,noise=0.5",
+    "length=6",
+    "batch_size=8",
+    "model.depth=1",
+    "model.width=8",
+    "model.heads=2",
+    "loop.steps=4",
+    "loop.log_every=2",
+    "loop.checkpoint_every=2",
+    "loop.eval_every=0",
+    "loop.progress=false",
+    "eval.sequences=8",
+    "eval.budgets=0;5",
+    "eval.baselines=ridge",
+]
+
+
+def test_values_and_ranges():
+    assert sweep.parse_values("2**0..2**3,none") == ["1", "2", "4", "8", "none"]
+    assert sweep.parse_values("1..3") == ["1", "2", "3"]
+    assert sweep.parse_values("0.5, 1e-3") == ["0.5", "1e-3"]
+    for bad in ("", "2**3..2**1", "2**0..3**2"):
+        with pytest.raises(UserError):
+            sweep.parse_values(bad)
+    with pytest.raises(UserError, match="twice"):
+        sweep.parse_grid(["a=1", "a=2"])
+
+
+def test_points_set_config_keys_and_spec_options():
+    base = runs.make_config("linreg", SMALL)
+    grid = sweep.parse_grid(["model.width=8,16", "family.num_tasks=2**1..2**2,none"])
+    pts = sweep.points(grid, seeds=2)
+    assert len(pts) == 2 * 3 * 2 and len({p.name for p in pts}) == len(pts)
+    config = runs.make_config("linreg", [*SMALL, *pts[3].assignments(base)])
+    assert config.model.width == 8 and config.loop.seed == 1
+    assert config.family == "linear_regression:dim=3,noise=0.5,num_tasks=4"
+    with pytest.raises(UserError, match="unknown grid key"):
+        sweep.points(sweep.parse_grid(["model.nope=1"]), 1)[0].assignments(base)
+
+
+def _argv(out, *extra):
+    sets = [x for s in SMALL for x in ("--set", s)]
+    # two pool sizes x two seeds: one shape, so one compiled program serves every point
+    grid = ["--grid", "family.num_tasks=2,none", "--seeds", "2"]
+    return ["sweep", "linreg", *grid, *sets, "--out", str(out), *extra]
+
+
+def test_a_sweep_runs_every_point_once_and_collects_one_table(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(_argv(out)) == 0
+    assert "4 points: 4 done, 0 failed" in capsys.readouterr().out
+    frame = pd.read_parquet(out / "results.parquet")
+    assert set(frame["family.num_tasks"]) == {"2", "none"} and set(frame["seed"]) == {0, 1}
+    assert set(frame["learner"]) > {"ridge"} and set(frame["budget"]) == {0, 5}
+    assert (frame["status"] == "done").all() and frame["final_train_loss"].notna().all()
+    # pools have seen and unseen subsets; unlimited tasks have all
+    assert set(frame[frame["family.num_tasks"] == "2"]["subset"]) == {"seen", "unseen"}
+    assert pd.read_csv(out / "results.csv").shape == frame.shape
+
+    # run again: nothing is trained twice
+    stamps = {p.name: (p / "status.json").stat().st_mtime_ns for p in (out / "points").iterdir()}
+    assert main(_argv(out)) == 0
+    assert stamps == {
+        p.name: (p / "status.json").stat().st_mtime_ns for p in (out / "points").iterdir()
+    }
+    # another grid into the same directory is refused
+    capsys.readouterr()
+    assert main([*_argv(out), "--grid", "batch_size=4,8"]) == 2
+    assert "holds another sweep" in capsys.readouterr().err
+
+
+def test_a_failing_point_is_recorded_and_the_others_go_on(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["sweep", "linreg", *[x for s in SMALL for x in ("--set", s)], "--out", str(out)]
+    # lr 1e38 without clipping or warmup diverges: NaN, recorded as the point's reason
+    argv += ["--grid", "optim.lr=1e-3,1e38", "--set", "optim.clip=0", "--set", "optim.warmup=0"]
+    argv += ["--set", "loop.steps=12"]
+    assert main(argv) == 1
+    assert "2 points: 1 done, 1 failed" in capsys.readouterr().out
+    frame = pd.read_parquet(out / "results.parquet")
+    failed = frame[frame["status"] == "failed"]
+    assert len(failed) == 1 and "stopped at step" in failed["reason"].iloc[0]
+    assert set(frame[frame["status"] == "done"]["optim.lr"]) == {"1e-3"}
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["grid"] == {"optim.lr": ["1e-3", "1e38"]}
