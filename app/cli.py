@@ -115,6 +115,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="reuse a directory of another sweep")
     s.set_defaults(func=_sweep)
 
+    pl = sub.add_parser("plot", help="a sweep's heat map (two grid keys) or curve (one)")
+    pl.add_argument("sweep", help="sweep directory written by `metalearn sweep`")
+    pl.add_argument("--x", help="grid key on the x axis (default: the first)")
+    pl.add_argument("--y", help="grid key on the y axis (default: the second, if any)")
+    pl.add_argument("--learner", default="model", help="'model' (the trained one) or a baseline")
+    pl.add_argument("--metric", help="default: the first in the table")
+    pl.add_argument("--subset", help="seen, unseen or all (default: unseen where there is one)")
+    pl.add_argument("--budget", type=int, help="default: the last")
+    pl.set_defaults(func=_plot)
+
     e = sub.add_parser("eval", help="learning curves of learners on task families")
     e.add_argument(
         "--learner",
@@ -224,6 +234,22 @@ def _sweep(args: argparse.Namespace) -> int:
     total = done + failed
     print(f"{total} points: {done} done, {failed} failed; table {table} (and .csv)")
     return 1 if failed else 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from metalearn.sweep_plot import plot_sweep
+
+    out = plot_sweep(
+        args.sweep,
+        x=args.x,
+        y=args.y,
+        learner=args.learner,
+        metric=args.metric,
+        subset=args.subset,
+        budget=args.budget,
+    )
+    print(f"plot written to {out}")
+    return 0
 
 
 def _experiment_names() -> list[str]:

@@ -266,12 +266,16 @@ def write_table(out: Path, todo: list[Point]):
         if status["status"] != "done" or not results.exists():
             rows.append(common)
             continue
+        trained_on = _training_family(run_dir)
         for r in json.loads(results.read_text()):
             for b, m, s in zip(r["budget"], r["mean"], r["stderr"], strict=True):
                 rows.append(
                     {
                         **common,
-                        **{k: r[k] for k in ("learner", "family", "subset", "metric")},
+                        # the point's own trained learner is "model" in every row
+                        "learner": "model" if r["learner"] == point.name else r["learner"],
+                        **{k: r[k] for k in ("family", "subset", "metric")},
+                        "training_family": r["family"] == trained_on,
                         "budget": b,
                         "mean": m,
                         "stderr": s,
@@ -283,6 +287,17 @@ def write_table(out: Path, todo: list[Point]):
     atomic_write(table, lambda f: frame.to_parquet(f, index=False), mode="wb")
     atomic_write_text(out / "results.csv", frame.to_csv(index=False))
     return table
+
+
+def _training_family(run_dir: Path) -> str | None:
+    """The canonical spec of the family a point trained on, when its config has one."""
+    from metalearn import data
+
+    spec = json.loads((run_dir / "config.json").read_text())["config"].get("family")
+    try:
+        return data.from_spec(spec).spec if isinstance(spec, str) else None
+    except UserError:
+        return None
 
 
 def _bar(total: int):

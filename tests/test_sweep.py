@@ -98,3 +98,108 @@ def test_a_failing_point_is_recorded_and_the_others_go_on(tmp_path, capsys):
     assert set(frame[frame["status"] == "done"]["optim.lr"]) == {"1e-3"}
     record = json.loads((out / "sweep.json").read_text())
     assert record["grid"] == {"optim.lr": ["1e-3", "1e38"]}
+
+
+def test_kill_9_of_the_sweep_then_the_same_command_finishes_it(tmp_path):
+    """Killed while a point trains, the sweep started again skips the finished points,
+    resumes the partial one, and its table has every point exactly once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from metalearn.meta.logs import read_metrics
+
+    out = tmp_path / "sweep"
+    # two points (the last --seeds wins), the second killed while it trains
+    argv = [*_argv(out), "--seeds", "1", "--set", "loop.steps=30", "--set", "loop.log_every=1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "metalearn.cli", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+    def second_point_training() -> bool:
+        points = sorted((out / "points").glob("*")) if (out / "points").exists() else []
+        done = [p for p in points if (p / "status.json").exists()]
+        busy = [
+            p for p in points if not (p / "status.json").exists() and (p / "metrics.jsonl").exists()
+        ]
+        return len(done) >= 1 and any(len(read_metrics(p / "metrics.jsonl")) >= 5 for p in busy)
+
+    end = time.monotonic() + 300
+    while not second_point_training():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < end, "the sweep made no progress"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {
+        p.name: (p / "status.json").stat().st_mtime_ns
+        for p in (out / "points").iterdir()
+        if (p / "status.json").exists()
+    }
+    assert len(finished) == 1
+
+    assert main(argv) == 0
+    frame = pd.read_parquet(out / "results.parquet")
+    assert frame["point"].nunique() == 2 and (frame["status"] == "done").all()
+    # one row per point x learner x family x subset x budget: no point counted twice
+    key = ["point", "learner", "family", "subset", "metric", "budget"]
+    assert not frame.duplicated(key).any()
+    for p in (out / "points").iterdir():
+        if p.name in finished:  # not trained again
+            assert (p / "status.json").stat().st_mtime_ns == finished[p.name]
+        else:  # went on from its checkpoint
+            assert json.loads((p / "status.json").read_text())["resumed"]
+        steps = [r["step"] for r in read_metrics(p / "metrics.jsonl") if "loss" in r]
+        assert steps == list(range(1, 31))  # every step once, the resumed point included
+
+
+def _synthetic_sweep(folder, grid: dict[str, list[str]]):
+    """A sweep directory with a hand-made table: the model's mse falls with the pool size."""
+    import itertools
+
+    rows = []
+    for combo in itertools.product(*grid.values()):
+        settings = dict(zip(grid, combo, strict=True))
+        pool = settings.get("family.num_tasks", "none")
+        for seed in (0, 1):
+            mse = (1.0 if pool == "none" else 2.0 + 1 / float(pool)) + 0.01 * seed
+            subsets = ("all",) if pool == "none" else ("seen", "unseen")
+            for subset in subsets:
+                rows.append(
+                    {
+                        **settings,
+                        "seed": seed,
+                        "status": "done",
+                        "learner": "model",
+                        "family": f"f{pool}",
+                        "training_family": True,
+                        "subset": subset,
+                        "metric": "mse",
+                        "budget": 5,
+                        "mean": mse,
+                        "stderr": 0.1,
+                    }
+                )
+    folder.mkdir()
+    pd.DataFrame(rows).to_parquet(folder / "results.parquet")
+    (folder / "sweep.json").write_text(json.dumps({"grid": grid}))
+
+
+def test_plots_of_one_and_two_grid_keys(tmp_path):
+    from metalearn.sweep_plot import plot_sweep
+
+    one = tmp_path / "one"
+    _synthetic_sweep(one, {"family.num_tasks": ["1", "2", "4", "none"]})
+    assert plot_sweep(one).name == "plot_mse_unseen.png"
+    two = tmp_path / "two"
+    _synthetic_sweep(two, {"family.num_tasks": ["2", "8"], "model.width": ["8", "16"]})
+    out = plot_sweep(two, x="model.width", y="family.num_tasks", subset="seen")
+    assert out.stat().st_size > 0
+    with pytest.raises(UserError, match="not a grid key"):
+        plot_sweep(two, x="batch_size")
+    with pytest.raises(UserError, match="learner 'knn' is not in the table"):
+        plot_sweep(two, learner="knn")

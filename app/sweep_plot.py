@@ -1,0 +1,185 @@
+"""Figures of a sweep's table: a heat map over two grid keys (a phase diagram), curves with
+error bars over one, each at one budget (the last by default)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from metalearn.core.errors import UserError
+from metalearn.core.files import atomic_write
+
+
+def _order(values) -> list[str]:
+    """Grid values in numeric order where they are numbers, 'none' (unlimited) last."""
+
+    def key(v: str):
+        try:
+            return (0, float(v), v)
+        except ValueError:
+            return (1, math.inf, v)
+
+    return sorted({str(v) for v in values}, key=key)
+
+
+def _label(value: str, powers_of_two: bool) -> str:
+    if value == "none":
+        return "∞"
+    if powers_of_two:
+        return f"2^{int(math.log2(float(value)))}"
+    return value
+
+
+def _is_powers_of_two(values: list[str]) -> bool:
+    numbers = []
+    for v in values:
+        if v == "none":
+            continue
+        try:
+            numbers.append(float(v))
+        except ValueError:
+            return False
+    return len(numbers) > 2 and all(n >= 1 and math.log2(n).is_integer() for n in numbers)
+
+
+def select(
+    frame,
+    *,
+    learner: str = "model",
+    metric: str | None = None,
+    subset: str | None = None,
+    budget: int | None = None,
+    family: str | None = None,
+):
+    """The rows of one learner, metric, subset, family and budget, and what was chosen."""
+    done = frame[frame["status"] == "done"]
+    if done.empty:
+        raise UserError("the sweep has no finished point to plot")
+
+    def pick(column: str, value, default):
+        allowed = sorted(done[column].dropna().unique().tolist(), key=str)
+        chosen = default(allowed) if value is None else value
+        if chosen not in allowed:
+            raise UserError(f"{column} {chosen!r} is not in the table; it has {allowed}")
+        return chosen
+
+    learner = pick("learner", learner, lambda a: a[0])
+    rows = done[done["learner"] == learner]
+    metric = pick("metric", metric, lambda a: a[0])
+    subset = pick("subset", subset, lambda a: "unseen" if "unseen" in a else a[0])
+    # a point without a pool draws fresh tasks ('all'): those are unseen tasks too
+    subsets = {"unseen", "all"} if subset == "unseen" else {subset}
+    rows = rows[(rows["metric"] == metric) & rows["subset"].isin(subsets)]
+    if family is not None:
+        rows = rows[rows["family"] == pick("family", family, None)]
+    elif rows["training_family"].any():  # each point on its own training family
+        rows = rows[rows["training_family"]]
+    else:
+        rows = rows[rows["family"] == sorted(rows["family"].unique())[0]]
+    if rows.empty:
+        raise UserError(f"no finished point has {learner} {metric} on subset {subset!r}")
+    budget = int(rows["budget"].max()) if budget is None else budget
+    if budget not in set(rows["budget"]):
+        raise UserError(
+            f"budget {budget} is not in the table; it has {sorted(set(rows['budget']))}"
+        )
+    chosen = {"learner": learner, "metric": metric, "subset": subset, "budget": budget}
+    return rows[rows["budget"] == budget], chosen
+
+
+def plot_sweep(
+    sweep_dir: str | Path,
+    *,
+    x: str | None = None,
+    y: str | None = None,
+    learner: str = "model",
+    metric: str | None = None,
+    subset: str | None = None,
+    budget: int | None = None,
+    family: str | None = None,
+) -> Path:
+    """Write DIR/plot_<metric>_<subset>.png from DIR/results.parquet; returns its path.
+
+    By default each point is shown on its own training family (where the table says which),
+    on unseen tasks (fresh ones for points without a pool). Points with several seeds show
+    their mean over seeds, with the standard error over seeds (one seed: the point's own
+    standard error over sequences).
+    """
+    import pandas as pd
+
+    sweep_dir = Path(sweep_dir)
+    table = sweep_dir / "results.parquet"
+    if not table.exists():
+        raise UserError(f"{str(table)!r} does not exist; run `metalearn sweep` into it first")
+    frame = pd.read_parquet(table)
+    keys = list(json.loads((sweep_dir / "sweep.json").read_text())["grid"])
+    axes = [k for k in (x, y) if k is not None] or keys[:2]
+    for k in axes:
+        if k not in keys:
+            raise UserError(f"{k!r} is not a grid key of this sweep; its keys: {keys}")
+    if len(keys) > 2 and (x is None or y is None):
+        raise UserError(f"the sweep has {len(keys)} grid keys; choose two with --x and --y")
+    rows, chosen = select(
+        frame, learner=learner, metric=metric, subset=subset, budget=budget, family=family
+    )
+    # the mean over seeds (and over grid keys left out) of each cell
+    stats = rows.groupby(axes, dropna=False).agg(
+        mean=("mean", "mean"),
+        seeds=("mean", "count"),
+        spread=("mean", "std"),
+        se=("stderr", "mean"),
+    )
+    stats["se"] = np.where(
+        stats["seeds"] > 1, stats["spread"] / np.sqrt(stats["seeds"]), stats["se"]
+    )
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    what = (
+        f"{chosen['learner']} {chosen['metric']} [{chosen['subset']}] at budget {chosen['budget']}"
+    )
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    xs = _order(rows[axes[0]])
+    x_pow = _is_powers_of_two(xs)
+    if len(axes) == 1:
+        cells = stats.reset_index().set_index(axes[0])
+        means = [cells.loc[v, "mean"] for v in xs]
+        errors = [cells.loc[v, "se"] for v in xs]
+        ax.errorbar(range(len(xs)), means, yerr=errors, marker="o", ms=4, capsize=3)
+        ax.set_xticks(range(len(xs)), [_label(v, x_pow) for v in xs])
+        ax.set_xlabel(axes[0])
+        ax.set_ylabel(what)
+        ax.grid(alpha=0.3)
+    else:
+        ys = _order(rows[axes[1]])
+        y_pow = _is_powers_of_two(ys)
+        cells = stats.reset_index().set_index(axes)
+        grid = np.full((len(ys), len(xs)), np.nan)
+        for i, yv in enumerate(ys):
+            for j, xv in enumerate(xs):
+                if (xv, yv) in cells.index:
+                    grid[i, j] = cells.loc[(xv, yv), "mean"]
+        image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
+        for i in range(len(ys)):
+            for j in range(len(xs)):
+                if np.isfinite(grid[i, j]):
+                    ax.text(
+                        j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7, color="w"
+                    )
+        ax.set_xticks(range(len(xs)), [_label(v, x_pow) for v in xs])
+        ax.set_yticks(range(len(ys)), [_label(v, y_pow) for v in ys])
+        ax.set_xlabel(axes[0])
+        ax.set_ylabel(axes[1])
+        fig.colorbar(image, ax=ax, label=what)
+    ax.set_title(f"{sweep_dir.name}: {what}", fontsize=8)
+    fig.tight_layout()
+    out = sweep_dir / f"plot_{chosen['metric']}_{chosen['subset']}.png"
+    atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
+    plt.close(fig)
+    return out
