@@ -41,6 +41,38 @@ def ridge_rule(lam: float) -> Rule:
     return rule
 
 
+def pool_tasks(family: Any) -> jax.Array:
+    """The M task vectors of a family's finite pool, [M, D] (task i from fold_in(pool_key, i))."""
+    if family.num_tasks is None:
+        raise UserError(
+            f"dmmse needs a finite pool of tasks (num_tasks=M); {family.spec!r} draws a fresh "
+            "task per sequence, where ridge is the Bayes-optimal predictor"
+        )
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(family.pool_key(), jnp.arange(family.num_tasks))
+    tasks = jax.vmap(family.sample_task)(keys)
+    if tasks.ndim != 2:
+        raise UserError(f"dmmse needs tasks that are weight vectors; {family.spec!r} has others")
+    return tasks
+
+
+def dmmse_rule(tasks_MD: jax.Array, noise: float) -> Rule:
+    """The posterior mean under a uniform prior over the pool's M task vectors (Raventós et al.
+    2023's dMMSE): w = sum_i p_i w_i with p_i proportional to exp(-sum_{j<k} (y_j - w_i.x_j)^2
+    / (2 noise^2)). Bayes-optimal on the pool's tasks. Memory grows as M x length per
+    sequence evaluated at once."""
+    var = max(noise**2, 1e-6)
+
+    def rule(x, y, k, num_classes, lr):
+        # squared residuals of every pool task on every example, summed over the first k
+        # (independent of k, so computed once per sequence under the vmap over budgets)
+        cum_ML = jnp.cumsum((y[None, :] - tasks_MD @ x.T) ** 2, axis=1)
+        sse_M = jnp.where(k > 0, cum_ML[:, jnp.maximum(k - 1, 0)], 0.0)
+        p_M = jax.nn.softmax(-0.5 * sse_M / var)
+        return x[k] @ (p_M @ tasks_MD)
+
+    return rule
+
+
 def least_squares_rule(x, y, k, num_classes, lr):
     """Minimum-norm least squares on the first k examples."""
     m = _mask(x.shape[0], k)
@@ -157,6 +189,12 @@ BASELINES: dict[str, Baseline] = {
             ("regression",),
             lambda f: ridge_rule(max(getattr(f, "noise", 0.0) ** 2, 1e-6)),
             "posterior mean, lambda = noise^2 (Bayes-optimal for linear_regression)",
+        ),
+        Baseline(
+            "dmmse",
+            ("regression",),
+            lambda f: dmmse_rule(pool_tasks(f), getattr(f, "noise", 0.0)),
+            "posterior mean over the pool's task vectors (Bayes-optimal on pool tasks)",
         ),
         Baseline(
             "least_squares",

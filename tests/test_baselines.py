@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -31,6 +32,30 @@ def test_ridge_matches_its_closed_form():
             np.testing.assert_allclose(
                 pred[n, j], np.asarray(batch.x[n, k]) @ w, rtol=1e-3, atol=1e-4
             )
+
+
+def test_dmmse_matches_its_closed_form_and_beats_ridge_on_pool_tasks():
+    fam = data.make("linear_regression", dim=3, noise=0.5, num_tasks=5, seed=2)
+    # the pool, drawn independently of the baseline: task i from fold_in(key(seed), i)
+    pool = np.stack(
+        [np.asarray(fam.sample_task(jax.random.fold_in(jax.random.key(2), i))) for i in range(5)]
+    ).astype(np.float64)
+    batch = fam.sample(jax.random.key(0), 4, 9, subset="seen")
+    budgets = [0, 1, 4, 8]
+    pred = baseline("dmmse").predictor(fam, 9, budgets, jax.random.key(1))(batch.x, batch.y).value
+    for n in range(4):
+        x, y = np.asarray(batch.x[n], np.float64), np.asarray(batch.y[n], np.float64)
+        for j, k in enumerate(budgets):
+            sse = np.array([np.sum((y[:k] - x[:k] @ w) ** 2) for w in pool])
+            p = np.exp(-(sse - sse.min()) / (2 * 0.25))
+            w = (p / p.sum()) @ pool
+            np.testing.assert_allclose(pred[n, j], x[k] @ w, rtol=1e-4, atol=1e-4)
+    # Bayes-optimal on the pool's tasks: below ridge, whose prior ignores the pool
+    key = jax.random.key(3)
+    d = evaluate(baseline("dmmse"), fam, [2, 4], 512, key).get(subset="seen")
+    r = evaluate(baseline("ridge"), fam, [2, 4], 512, key).get(subset="seen")
+    diff = d.per_sequence - r.per_sequence  # the same sequences
+    assert (diff.mean(0) + 3 * diff.std(0) / np.sqrt(len(diff)) < 0).all()
 
 
 def test_least_squares_interpolates_and_averaging_is_garg():
@@ -66,7 +91,12 @@ def test_every_baseline_runs_or_refuses_clearly(name):
     for fam in (REG, CLS):
         kind = "regression" if fam.num_classes is None else "classification"
         if kind in b.kinds:
-            c = evaluate(b, fam, [0, 2, 5], 8, jax.random.key(0)).get()
+            try:
+                c = evaluate(b, fam, [0, 2, 5], 8, jax.random.key(0)).get()
+            except UserError as e:  # a baseline of pool tasks (dmmse) says so and takes a pool
+                assert "finite pool" in str(e)
+                pooled = dataclasses.replace(fam, num_tasks=4)
+                c = evaluate(b, pooled, [0, 2, 5], 8, jax.random.key(0)).get(subset="seen")
             assert len(c.mean) == 3 and all(math.isfinite(m) for m in c.mean)
         else:
             with pytest.raises(UserError, match=f"{name}.*applies to"):
