@@ -4,8 +4,8 @@ project that has its own `data` and `experiments` packages (so a name clash woul
     python .ci/readme_blocks.py README.md WORKDIR
 
 `python` and `bash` blocks run in order, each alone: in a fresh process, in a fresh project
-folder under WORKDIR; a block right
-after `<!-- readme: skip ... -->` is skipped, and `text` blocks (synopses) are never run.
+folder under WORKDIR. A block right after `<!-- readme: skip ... -->` is skipped, and `text`
+blocks (synopses) are never run.
 Also checks that the installed distribution, and a wheel built from the checkout, add the
 one top-level name `metalearn`.
 """
