@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from metalearn import __version__
+    from metalearn import __version__, experiments
 
     p = argparse.ArgumentParser(
         prog="metalearn", description="Meta-learn general-purpose learners."
@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser(
         "train",
         help="meta-train an experiment (default: the quickstart)",
-        epilog=f"experiments: {', '.join(_experiment_names())}; or a module path importable "
+        epilog=f"experiments: {', '.join(experiments.names())}; or a module path importable "
         "from here (e.g. my_project.my_experiment, with its folder on PYTHONPATH) or a .py "
         "file. Every config key, its type and value: metalearn train EXPERIMENT --show-config",
     )
@@ -250,19 +250,6 @@ def _plot(args: argparse.Namespace) -> int:
     )
     print(f"plot written to {out}")
     return 0
-
-
-def _experiment_names() -> list[str]:
-    """The packaged experiments' names, found without importing them (for --help)."""
-    import pkgutil
-
-    from metalearn import experiments
-
-    return sorted(
-        m.name
-        for m in pkgutil.iter_modules(experiments.__path__)
-        if not m.name.startswith(("_", "bench"))
-    )
 
 
 def _parse_budgets(text: str | None, below: int, bound: str) -> tuple[int, ...]:

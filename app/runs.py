@@ -13,7 +13,6 @@ import hashlib
 import importlib
 import json
 import os
-import pkgutil
 import shutil
 from pathlib import Path
 from typing import Any
@@ -107,13 +106,11 @@ def experiment_name(config: Any) -> str:
 def list_experiments() -> list[str]:
     from metalearn import experiments
 
-    return sorted(
-        m.name
-        for m in pkgutil.iter_modules(experiments.__path__)
-        if not m.name.startswith("_")
-        and not m.name.startswith("bench")
-        and hasattr(importlib.import_module(f"experiments.{m.name}"), "Config")
-    )
+    return [
+        name
+        for name in experiments.names()
+        if hasattr(importlib.import_module(f"{EXPERIMENTS}.{name}"), "Config")
+    ]
 
 
 def default_run_dir(experiment: str) -> Path:

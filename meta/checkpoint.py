@@ -58,30 +58,30 @@ class Checkpointer:
         `<step>.damaged`, so nothing is deleted and its step can be saved again. (None, None,
         skipped) when none restores.
         """
-        skipped = []
+        skipped, found = [], (None, None)
         for step in sorted(self._manager.all_steps(), reverse=True):
             try:
-                state = self.restore(step, like)
+                found = (step, self.restore(step, like))
+                break
             except Exception as e:  # orbax and tensorstore raise many kinds on damaged files
                 reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
                 note = f"checkpoint {step} is damaged ({type(e).__name__}: {reason})"
                 if set_aside:
-                    path = self.directory / str(step)
-                    aside = path.with_name(f"{step}.damaged")
-                    n = 1
-                    while aside.exists():  # an earlier damaged copy of the same step
-                        n += 1
-                        aside = path.with_name(f"{step}.damaged{n}")
-                    path.rename(aside)
-                    note += f"; kept as checkpoints/{aside.name}"
+                    note += f"; kept as checkpoints/{self._set_aside(step)}"
                 skipped.append(note)
-                continue
-            if skipped and set_aside:
-                self._manager.reload()
-            return step, state, skipped
         if skipped and set_aside:
-            self._manager.reload()
-        return None, None, skipped
+            self._manager.reload()  # it still lists the steps renamed away
+        return *found, skipped
+
+    def _set_aside(self, step: int) -> str:
+        """Rename checkpoint `step` to `<step>.damaged` (numbered if that exists); its name."""
+        path = self.directory / str(step)
+        aside, n = path.with_name(f"{step}.damaged"), 1
+        while aside.exists():  # an earlier damaged copy of the same step
+            n += 1
+            aside = path.with_name(f"{step}.damaged{n}")
+        path.rename(aside)
+        return aside.name
 
     def close(self) -> None:
         self._manager.wait_until_finished()

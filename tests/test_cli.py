@@ -159,6 +159,16 @@ def test_listings(capsys):
     assert main(["experiments"]) == 0 and "quickstart" in capsys.readouterr().out
 
 
+def test_listings_from_a_project_with_its_own_experiments_package(tmp_path):
+    """Run where `experiments` is the user's own package, not ours."""
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "__init__.py").write_text("")
+    cmd = [sys.executable, "-m", "metalearn.cli", "experiments"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "quickstart" in done.stdout and "lopt_mlp" in done.stdout
+
+
 def test_installed_console_script(tmp_path):
     beside = Path(sys.executable).parent / "metalearn"  # the venv running pytest, if not on PATH
     exe = shutil.which("metalearn") or (str(beside) if beside.exists() else None)

@@ -11,12 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-import jax
-import numpy as np
-
 import metalearn
 from metalearn.cli import main
 from metalearn.core.lock import LOCK_FILE, FolderLock
+from tests.helpers import thetas_equal
 
 # a run long enough to be killed in the middle: 40 steps, a checkpoint every 2, a record each
 FAULT_SETTINGS = ["loop.steps=40", "loop.log_every=1", "loop.checkpoint_every=2"]
@@ -65,11 +63,6 @@ def _wait(condition, proc: subprocess.Popen, timeout: float = 240.0) -> bool:
     raise TimeoutError("the training process made no progress")
 
 
-def _thetas_equal(a, b) -> bool:
-    leaves = zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
-    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in leaves)
-
-
 def test_kill_9_anywhere_then_resume_equals_an_uninterrupted_run(tiny_args, tmp_path, capsys):
     reference = tmp_path / "reference"
     assert main(_argv(tiny_args, reference)) == 0
@@ -97,7 +90,7 @@ def test_kill_9_anywhere_then_resume_equals_an_uninterrupted_run(tiny_args, tmp_
     # a new command takes the lock over and finishes the run
     finish = _start([*argv, "--resume"])
     assert finish.wait(timeout=300) == 0, finish.stderr.read().decode()
-    assert _thetas_equal(metalearn.load(run).theta, metalearn.load(reference).theta)
+    assert thetas_equal(metalearn.load(run).theta, metalearn.load(reference).theta)
     steps = [r["step"] for r in metalearn.meta.logs.read_metrics(run / "metrics.jsonl")]
     assert steps == list(range(1, 41))  # every step once: none lost, none twice
 

@@ -11,8 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jax
-import numpy as np
 import pytest
 
 import metalearn
@@ -21,19 +19,7 @@ from metalearn.core.errors import UserError
 from metalearn.lopt.models import parse_model
 from metalearn.lopt.problems import InnerProblem
 from metalearn.meta.logs import read_metrics
-
-
-def _err(capsys, argv) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("metalearn: error:") and "Traceback" not in err
-    assert err.count("\n") == 1, err
-    return err
-
-
-def _thetas_equal(a, b) -> bool:
-    leaves = zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
-    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in leaves)
+from tests.helpers import cli_error, thetas_equal
 
 
 def _damage_newest(run: Path) -> int:
@@ -64,7 +50,7 @@ def test_a_damaged_newest_checkpoint_falls_back_and_resumes_exactly(tiny_run, tm
     err = capsys.readouterr().err
     assert "checkpoint 6 is damaged" in err and "resuming from checkpoint 3" in err
     assert (run / "checkpoints" / "6.damaged").is_dir()
-    assert _thetas_equal(metalearn.load(run).theta, metalearn.load(tiny_run).theta)
+    assert thetas_equal(metalearn.load(run).theta, metalearn.load(tiny_run).theta)
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r] == [2, 4, 6]
 
 
@@ -73,7 +59,7 @@ def test_no_intact_checkpoint_is_one_line(tiny_run, tmp_path, capsys):
     shutil.copytree(tiny_run, run)
     _damage_newest(run)
     shutil.rmtree(run / "checkpoints" / "3")
-    err = _err(capsys, ["train", "--out", str(run), "--resume"])
+    err = cli_error(capsys, ["train", "--out", str(run), "--resume"])
     assert "no intact checkpoint" in err and "--force" in err
 
 
@@ -88,7 +74,7 @@ def test_a_torn_last_metrics_line_is_repaired_on_resume(tiny_run, tmp_path, caps
     assert "torn line" in capsys.readouterr().err
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [2, 4, 6]
-    assert _thetas_equal(metalearn.load(run).theta, metalearn.load(tiny_run).theta)
+    assert thetas_equal(metalearn.load(run).theta, metalearn.load(tiny_run).theta)
 
 
 @pytest.mark.parametrize(
@@ -103,7 +89,7 @@ def test_a_torn_last_metrics_line_is_repaired_on_resume(tiny_run, tmp_path, caps
 )
 def test_evaluation_settings_fail_before_training(tiny_args, tmp_path, capsys, setting, words):
     out = tmp_path / "run"
-    err = _err(capsys, ["train", *tiny_args, "--set", setting, "--out", str(out)])
+    err = cli_error(capsys, ["train", *tiny_args, "--set", setting, "--out", str(out)])
     for w in words:
         assert w in err
     assert not out.exists()  # nothing trained, nothing written
@@ -120,7 +106,7 @@ def test_report_reruns_the_evaluation_with_new_settings(tiny_run, tmp_path, caps
     } == {(0, 5)}
     assert (run / "checkpoints").stat().st_mtime_ns == before  # nothing trained
     capsys.readouterr()
-    err = _err(capsys, ["report", str(run), "--set", "loop.steps=9"])
+    err = cli_error(capsys, ["report", str(run), "--set", "loop.steps=9"])
     assert "eval.*" in err and "loop.steps" in err
 
 
@@ -142,7 +128,7 @@ def test_a_failed_start_does_not_block_the_retry(tiny_args, tmp_path, capsys):
         pytest.skip("tensorboardX is installed: loop.tensorboard=true would not fail")
     except ImportError:
         pass
-    err = _err(capsys, [*argv, "--set", "loop.tensorboard=true"])
+    err = cli_error(capsys, [*argv, "--set", "loop.tensorboard=true"])
     assert "tensorboardX" in err
     assert main(argv) == 0  # the same command, fixed: no "already exists"
     assert metalearn.load(out).theta is not None
@@ -150,22 +136,22 @@ def test_a_failed_start_does_not_block_the_retry(tiny_args, tmp_path, capsys):
 
 def test_a_folder_of_other_files_is_never_cleared(tiny_args, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
-    err = _err(capsys, ["train", *tiny_args, "--out", str(tmp_path)])
+    err = cli_error(capsys, ["train", *tiny_args, "--out", str(tmp_path)])
     assert "notes.txt" in err and (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_unwritable_outputs_are_refused_up_front(tiny_run, tiny_args, tmp_path, capsys):
     a_file = tmp_path / "README.md"
     a_file.write_text("x")
-    err = _err(capsys, ["train", *tiny_args, "--out", str(a_file / "run")])
+    err = cli_error(capsys, ["train", *tiny_args, "--out", str(a_file / "run")])
     assert "README.md" in err and "is a file" in err
-    err = _err(capsys, ["train", *tiny_args, "--out", str(a_file)])
+    err = cli_error(capsys, ["train", *tiny_args, "--out", str(a_file)])
     assert "is a file" in err
     family = ["--family", "random:dim=8", "--learner", "knn", "--sequences", "4"]
-    err = _err(capsys, ["eval", *family, "--out", str(a_file / "r.json")])
+    err = cli_error(capsys, ["eval", *family, "--out", str(a_file / "r.json")])
     assert "is a file" in err
     (tmp_path / "dir.json").mkdir()
-    err = _err(capsys, ["eval", *family, "--out", str(tmp_path / "dir.json")])
+    err = cli_error(capsys, ["eval", *family, "--out", str(tmp_path / "dir.json")])
     assert "is a folder" in err
 
 
@@ -220,7 +206,7 @@ def test_a_user_experiment_by_file_and_by_module_path(tmp_path, tiny_args, monke
     assert json.loads((by_module / "config.json").read_text())["experiment"] == "my_project.tiny"
 
     # resuming under another experiment's name is refused
-    err = _err(capsys, ["train", "lopt_mlp", "--out", str(by_module), "--resume"])
+    err = cli_error(capsys, ["train", "lopt_mlp", "--out", str(by_module), "--resume"])
     assert "my_project.tiny" in err and "lopt_mlp" in err
 
 
@@ -230,7 +216,9 @@ def test_a_run_whose_experiment_cannot_be_imported(tiny_run, tmp_path, capsys):
     record = json.loads((run / "config.json").read_text())
     record["experiment"] = "not_installed_pkg.exp"
     (run / "config.json").write_text(json.dumps(record))
-    err = _err(capsys, ["eval", "--learner", str(run), "--family", "random:dim=8", "--out", "x"])
+    err = cli_error(
+        capsys, ["eval", "--learner", str(run), "--family", "random:dim=8", "--out", "x"]
+    )
     assert "not_installed_pkg" in err and "PYTHONPATH" in err
 
 
@@ -258,7 +246,7 @@ def test_small_cli_items(capsys):
 
 
 def test_eval_length_errors_name_the_length(capsys, tmp_path):
-    err = _err(
+    err = cli_error(
         capsys,
         ["eval", "--learner", "knn", "--family", "random:dim=4", "--length", "-4", "--out", "r"],
     )
