@@ -110,7 +110,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="a setting shared by every point (repeatable)",
     )
-    s.add_argument("--seeds", type=int, default=1, help="seeds per point (loop.seed 0..N-1)")
+    s.add_argument(
+        "--grid-file",
+        metavar="FILE.toml",
+        help="the grid from a TOML file ([grid] key = [values], [set], seeds); --grid keys "
+        "replace its keys",
+    )
+    s.add_argument(
+        "--seeds", type=int, help="seeds per point (loop.seed 0..N-1; default 1, or the plan's)"
+    )
     s.add_argument("--out", required=True, help="sweep directory")
     s.add_argument("--force", action="store_true", help="reuse a directory of another sweep")
     s.set_defaults(func=_sweep)
@@ -124,6 +132,41 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--subset", help="seen, unseen or all (default: unseen where there is one)")
     pl.add_argument("--budget", type=int, help="default: the last")
     pl.set_defaults(func=_plot)
+
+    t = sub.add_parser(
+        "transitions",
+        help="a sweep's regimes (or ridge/dMMSE closeness) per point and its threshold pool sizes",
+        epilog="regimes (Kirsch et al. 2022): instance memorization, task memorization, "
+        "transition, learning-to-learn, from seen/unseen gains within 2 standard errors; "
+        "closer (Raventos et al. 2023): the model's distance to ridge's and dMMSE's predictions "
+        "on fresh tasks. Defaults come from the sweep's experiment where it declares them.",
+    )
+    t.add_argument("sweep", help="sweep directory written by `metalearn sweep`")
+    t.add_argument("--kind", help="regimes (default) or closer")
+    t.add_argument("--over", help="the pool-size grid key (default: family.num_tasks)")
+    t.add_argument(
+        "--by", action="append", help="other grid keys, one threshold each (default: all others)"
+    )
+    t.add_argument(
+        "--margin", type=float, help="learning-to-learn: unseen within 2 SE + this of seen"
+    )
+    t.set_defaults(func=_transitions)
+
+    f = sub.add_parser(
+        "fit",
+        help="fit L(C) = a C^-b + c to a sweep's final losses and predict its held-out largest",
+    )
+    f.add_argument("sweep", help="sweep directory written by `metalearn sweep`")
+    f.add_argument("--x", default="flops", help="compute column (flops = train_flops)")
+    f.add_argument(
+        "--y",
+        default="loss",
+        help="loss column (loss = final_train_loss) or a metric of the model at the last budget",
+    )
+    f.add_argument("--holdout", default="largest", help="largest (default) or none")
+    f.add_argument("--bootstrap", type=int, default=1000, help="resamples over seeds")
+    f.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    f.set_defaults(func=_fit)
 
     e = sub.add_parser("eval", help="learning curves of learners on task families")
     e.add_argument(
@@ -227,10 +270,20 @@ def _report(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from metalearn import sweep
 
-    grid = sweep.parse_grid(args.grid)
-    table, done, failed = sweep.run_sweep(
-        args.config, grid, sets=args.overrides, seeds=args.seeds, out=args.out, force=args.force
+    plan = sweep.make_plan(
+        args.config,
+        args.grid,
+        grid_file=args.grid_file,
+        sets=args.overrides,
+        seeds=args.seeds,
     )
+    table, done, failed = sweep.run_sweep(
+        args.config, plan.grid, sets=plan.sets, seeds=plan.seeds, out=args.out, force=args.force
+    )
+    if plan.analysis and done:
+        from metalearn.study import analyze_sweep
+
+        print(analyze_sweep(args.out).text)
     total = done + failed
     print(f"{total} points: {done} done, {failed} failed; table {table} (and .csv)")
     return 1 if failed else 0
@@ -249,6 +302,33 @@ def _plot(args: argparse.Namespace) -> int:
         budget=args.budget,
     )
     print(f"plot written to {out}")
+    return 0
+
+
+def _transitions(args: argparse.Namespace) -> int:
+    from metalearn.study import analyze_sweep
+
+    result = analyze_sweep(
+        args.sweep, kind=args.kind, over=args.over, by=args.by, margin=args.margin
+    )
+    print(result.text)
+    print(f"written: transitions.json, transitions.txt and {result.figure.name} in {args.sweep}")
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from metalearn.scaling import fit_sweep
+
+    result = fit_sweep(
+        args.sweep,
+        x=args.x,
+        y=args.y,
+        holdout=args.holdout,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+    )
+    print(result.summary())
+    print(f"written: {Path(args.sweep) / 'fit.json'} and fit.png")
     return 0
 
 

@@ -30,6 +30,7 @@ from metalearn.core.lock import FolderLock
 
 SWEEP_FILE = "sweep.json"
 STATUS_FILE = "status.json"
+CACHE_DIR = ".jax-cache"
 _RANGE = re.compile(r"^(?:(\d+)\*\*)?(-?\d+)\.\.(?:(\d+)\*\*)?(-?\d+)$")
 
 
@@ -71,6 +72,93 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
     if not grid:
         raise UserError("a sweep needs at least one --grid KEY=V1,V2,...")
     return grid
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a sweep runs: its grid, the settings every point shares, the seeds per point, and
+    the study reading of its table (an experiment's `SWEEP["analysis"]`, if any)."""
+
+    grid: dict[str, list[str]]
+    sets: list[str]
+    seeds: int
+    analysis: dict[str, Any] | None = None
+
+
+def _text(value: Any) -> str:
+    """A TOML value as a config value's text (lists as `a;b`, booleans as true/false)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ";".join(map(_text, value))
+    return str(value)
+
+
+def plan_from(source: dict[str, Any], where: str) -> Plan:
+    """A plan from a dict of `grid` (key -> list of values, or a string in --grid syntax),
+    `set` (key -> value), `seeds` and `analysis`: a grid file's tables, or an experiment's
+    SWEEP."""
+    unknown = sorted(set(source) - {"grid", "set", "seeds", "analysis"})
+    if unknown:
+        raise UserError(f"{where}: unknown entries {unknown}; allowed: grid, set, seeds, analysis")
+    grid = {}
+    for key, values in dict(source.get("grid", {})).items():
+        if isinstance(values, str):
+            grid[key] = parse_values(values)
+        elif isinstance(values, list | tuple) and values:
+            grid[key] = [v for item in values for v in parse_values(_text(item))]
+        else:
+            raise UserError(f"{where}: grid key {key!r} needs a list of values, got {values!r}")
+    sets = [f"{k}={_text(v)}" for k, v in dict(source.get("set", {})).items()]
+    seeds = source.get("seeds", 1)
+    if not isinstance(seeds, int) or isinstance(seeds, bool):
+        raise UserError(f"{where}: seeds must be a positive int, got {seeds!r}")
+    return Plan(grid, sets, seeds, source.get("analysis"))
+
+
+def load_grid_file(path: str | Path) -> Plan:
+    """A sweep's plan from a TOML file: `seeds = 3`, a `[grid]` table of key -> values (a list,
+    or a string such as "2**0..2**8,none") and an optional `[set]` table of shared settings."""
+    import tomllib
+
+    path = Path(path)
+    try:
+        source = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"grid file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"grid file {str(path)!r} is not valid TOML: {e}") from None
+    return plan_from(source, f"grid file {str(path)!r}")
+
+
+def make_plan(
+    experiment: str,
+    grid_items: list[str],
+    *,
+    grid_file: str | None = None,
+    sets: list[str] | None = None,
+    seeds: int | None = None,
+) -> Plan:
+    """The sweep the command line asks for: a grid file's plan, else the experiment's own
+    `SWEEP` (a study's default), with each `--grid KEY=...` replacing or adding that key,
+    `--set`s after the plan's settings, and `--seeds` replacing its seed count."""
+    from metalearn import runs
+
+    if grid_file is not None:
+        base = load_grid_file(grid_file)
+    else:
+        default = getattr(runs.experiment_module(experiment), "SWEEP", None)
+        base = plan_from(default, f"experiment {experiment!r}'s SWEEP") if default else None
+        if base is None:
+            base = Plan({}, [], 1)
+    grid = dict(base.grid)
+    grid.update(parse_grid(grid_items) if grid_items else {})
+    if not grid:
+        raise UserError(
+            "a sweep needs at least one --grid KEY=V1,V2,... (or --grid-file, or an experiment "
+            "with a default SWEEP)"
+        )
+    return Plan(grid, [*base.sets, *(sets or [])], seeds or base.seeds, base.analysis)
 
 
 def _field(config: Any, path: list[str]) -> tuple[list[str], list[str]]:
@@ -180,6 +268,7 @@ def run_sweep(
     for config in configs.values():
         config.setup()  # every point's config is checked before the first one trains
     out.mkdir(parents=True, exist_ok=True)
+    _share_compilations(out / CACHE_DIR)
     with FolderLock(out, "metalearn sweep"):
         _check_record(
             out, {"experiment": experiment, "grid": grid, "sets": sets, "seeds": seeds}, force
@@ -197,6 +286,20 @@ def run_sweep(
             bar.close()
         table = write_table(out, todo)
     return table, done, failed
+
+
+def _share_compilations(folder: Path) -> None:
+    """Points of one shape compile once: JAX's persistent compilation cache in the sweep
+    directory (unless the user already chose a cache), so a point run again, a resumed
+    sweep, or a later point with the same shapes loads the compiled program."""
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:
+        return
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    # tiny programs compile fast, but a sweep compiles hundreds of them
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def _check_record(out: Path, record: dict[str, Any], force: bool) -> None:
@@ -228,8 +331,10 @@ def _run_point(point: Point, config: Any, run_dir: Path) -> dict[str, Any]:
     try:
         # the report's table goes to the point's own log, not the sweep's terminal
         with open(run_dir / "report.log", "a") as log, contextlib.redirect_stdout(log):
-            runs.train(config, run_dir, resume=resume, force=not resume)
-        status = {"status": "done", "reason": ""}
+            run = runs.train(config, run_dir, resume=resume, force=not resume)
+        count = run.setup.flops_per_step
+        flops = count(run.theta) * run.setup.loop.steps if count is not None else None
+        status = {"status": "done", "reason": "", "train_flops": flops}
     except (UserError, NonFiniteError) as e:
         status = {"status": "failed", "reason": str(e)}
     records = (
@@ -260,6 +365,7 @@ def write_table(out: Path, todo: list[Point]):
             "seed": point.seed,
             "point": point.name,
             **{k: status.get(k) for k in ("status", "reason", "wall_s", "steps_per_s")},
+            "train_flops": status.get("train_flops"),
             "final_train_loss": status.get("final_loss"),
         }
         results = run_dir / "results.json"

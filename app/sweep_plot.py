@@ -11,21 +11,10 @@ import numpy as np
 
 from metalearn.core.errors import UserError
 from metalearn.core.files import atomic_write
+from metalearn.transitions import order_values
 
 
-def _order(values) -> list[str]:
-    """Grid values in numeric order where they are numbers, 'none' (unlimited) last."""
-
-    def key(v: str):
-        try:
-            return (0, float(v), v)
-        except ValueError:
-            return (1, math.inf, v)
-
-    return sorted({str(v) for v in values}, key=key)
-
-
-def _label(value: str, powers_of_two: bool) -> str:
+def tick_label(value: str, powers_of_two: bool) -> str:
     if value == "none":
         return "∞"
     if powers_of_two:
@@ -33,7 +22,7 @@ def _label(value: str, powers_of_two: bool) -> str:
     return value
 
 
-def _is_powers_of_two(values: list[str]) -> bool:
+def is_powers_of_two(values: list[str]) -> bool:
     numbers = []
     for v in values:
         if v == "none":
@@ -145,20 +134,20 @@ def plot_sweep(
         f"{chosen['learner']} {chosen['metric']} [{chosen['subset']}] at budget {chosen['budget']}"
     )
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    xs = _order(rows[axes[0]])
-    x_pow = _is_powers_of_two(xs)
+    xs = order_values(rows[axes[0]])
+    x_pow = is_powers_of_two(xs)
     if len(axes) == 1:
         cells = stats.reset_index().set_index(axes[0])
         means = [cells.loc[v, "mean"] for v in xs]
         errors = [cells.loc[v, "se"] for v in xs]
         ax.errorbar(range(len(xs)), means, yerr=errors, marker="o", ms=4, capsize=3)
-        ax.set_xticks(range(len(xs)), [_label(v, x_pow) for v in xs])
+        ax.set_xticks(range(len(xs)), [tick_label(v, x_pow) for v in xs])
         ax.set_xlabel(axes[0])
         ax.set_ylabel(what)
         ax.grid(alpha=0.3)
     else:
-        ys = _order(rows[axes[1]])
-        y_pow = _is_powers_of_two(ys)
+        ys = order_values(rows[axes[1]])
+        y_pow = is_powers_of_two(ys)
         cells = stats.reset_index().set_index(axes)
         grid = np.full((len(ys), len(xs)), np.nan)
         for i, yv in enumerate(ys):
@@ -172,8 +161,8 @@ def plot_sweep(
                     ax.text(
                         j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7, color="w"
                     )
-        ax.set_xticks(range(len(xs)), [_label(v, x_pow) for v in xs])
-        ax.set_yticks(range(len(ys)), [_label(v, y_pow) for v in ys])
+        ax.set_xticks(range(len(xs)), [tick_label(v, x_pow) for v in xs])
+        ax.set_yticks(range(len(ys)), [tick_label(v, y_pow) for v in ys])
         ax.set_xlabel(axes[0])
         ax.set_ylabel(axes[1])
         fig.colorbar(image, ax=ax, label=what)

@@ -26,7 +26,7 @@ import optax
 from flax import nnx
 
 from metalearn import data
-from metalearn.icl.learner import InContextLearner, ModelConfig
+from metalearn.icl.learner import InContextLearner, ModelConfig, sequence_flops
 
 
 def median_time(fn: Callable[[], object], repeats: int, warmup: int = 0) -> float:
@@ -113,7 +113,7 @@ def _row(setting, model, spec, length, batch, tokens, depth, width, heads, theta
     """One result row; FLOPs = tokens x (6 N + 12 L T d) per sequence, times the batch."""
     compile_s, step_s = times
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(theta))
-    flops = batch * tokens * (6 * n_params + 12 * depth * tokens * width)
+    flops = batch * sequence_flops(n_params, depth, tokens, width)
     gflops = flops / step_s / 1e9
     return {
         "setting": setting,

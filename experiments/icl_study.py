@@ -21,6 +21,7 @@ from metalearn.icl.learner import (
     Theta,
     TrainedPredictor,
 )
+from metalearn.meta.compare import distance_curves
 from metalearn.meta.evaluate import Curves, check_budgets, evaluate
 from metalearn.meta.experiment import EvalDefaults, Setup
 from metalearn.meta.loop import LoopConfig
@@ -35,7 +36,8 @@ TRAIN = "train"  # in eval.families: the training family itself (its own pool: s
 class EvalConfig:
     """The study after training. Families are SPECs or 'train'; in a SPEC, `{dim}` and
     `{num_classes}` stand for the training family's, so held-out families follow --set family=.
-    Baselines that do not apply to a family are skipped for it."""
+    Baselines that do not apply to a family (its kind, or dmmse without a pool) are skipped
+    for it."""
 
     families: tuple[str, ...] = (TRAIN,)
     optional: tuple[str, ...] = ()  # evaluated when their data can be loaded, else skipped
@@ -44,6 +46,8 @@ class EvalConfig:
     sequences: int = 1000
     seed: int = 0
     reference: str = ""  # a baseline: also report the learner's metric as a ratio to it
+    # baselines (among `baselines`): also report the learner's distance to their predictions
+    distances: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +85,7 @@ class ICLConfig:
             periodic_eval=held_out_scores(learner, family, self.length),
             report=lambda theta, run_dir, name: self.report(learner, theta, run_dir, name),
             eval_defaults=EvalDefaults(family=self.family, examples=self.length),
+            flops_per_step=lambda theta: learner.step_flops(theta, self.batch_size),
         )
 
     def budgets(self) -> tuple[int, ...]:
@@ -105,6 +110,12 @@ class ICLConfig:
                 f"eval.reference {ev.reference!r} must be one of eval.baselines "
                 f"({', '.join(ev.baselines) or 'none given'})"
             )
+        for name in ev.distances:
+            if name not in ev.baselines:
+                raise UserError(
+                    f"eval.distances: {name!r} must be one of eval.baselines "
+                    f"({', '.join(ev.baselines) or 'none given'})"
+                )
         for family in self._eval_families(optional=False):
             predictor.check(family, self.length)
 
@@ -132,17 +143,20 @@ class ICLConfig:
         curves = Curves(())
         for family in self._eval_families():
             learners = [TrainedPredictor(learner, theta, name)]
-            kind = "regression" if family.num_classes is None else "classification"
-            learners += [baseline(b) for b in self.eval.baselines if kind in baseline(b).kinds]
+            learners += [baseline(b) for b in self.eval.baselines if baseline(b).applies(family)]
+            setting = dict(length=self.length, seed=self.eval.seed)
             for lr in learners:
-                curves += evaluate(
-                    lr,
+                curves += evaluate(lr, family, self.budgets(), self.eval.sequences, key, **setting)
+            references = [lr for lr in learners[1:] if lr.name in self.eval.distances]
+            if references:
+                curves += distance_curves(
+                    learners[0],
+                    references,
                     family,
                     self.budgets(),
                     self.eval.sequences,
                     key,
-                    length=self.length,
-                    seed=self.eval.seed,
+                    **setting,
                 )
         write_json(curves, run_dir / "results.json")
         plot(curves, run_dir / "curves.png", title=name)

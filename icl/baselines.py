@@ -151,6 +151,12 @@ class Baseline:
     description: str
     lr_grid: tuple[float, ...] = ()  # tuned when not empty
     tune_sequences: int = 256
+    needs_pool: bool = False  # defined only on a family with a finite pool of tasks
+
+    def applies(self, family: Any) -> bool:
+        """Whether the baseline is defined on `family` (its kind, and a pool if it needs one)."""
+        kind = "regression" if family.num_classes is None else "classification"
+        return kind in self.kinds and (not self.needs_pool or family.num_tasks is not None)
 
     def predictor(self, family: Any, length: int, budgets: Sequence[int], key: jax.Array):
         kind = "regression" if family.num_classes is None else "classification"
@@ -195,6 +201,7 @@ BASELINES: dict[str, Baseline] = {
             ("regression",),
             lambda f: dmmse_rule(pool_tasks(f), getattr(f, "noise", 0.0)),
             "posterior mean over the pool's task vectors (Bayes-optimal on pool tasks)",
+            needs_pool=True,
         ),
         Baseline(
             "least_squares",

@@ -93,6 +93,13 @@ class InContextLearner:
     def num_params(self, theta: Theta) -> int:
         return sum(x.size for x in jax.tree_util.tree_leaves(theta))
 
+    def step_flops(self, theta: Theta, batch_size: int) -> float:
+        """Training FLOPs of one meta-training step on `batch_size` sequences of max_length
+        (one token per example; attention only in transformers)."""
+        depth = self.model.depth if self.model.kind == "transformer" else 0
+        per_seq = sequence_flops(self.num_params(theta), depth, self.max_length, self.model.width)
+        return float(batch_size * per_seq)
+
     def apply(self, theta: Theta, x_NLD: jax.Array, y_NL: jax.Array) -> jax.Array:
         """Outputs at every position: logits [N, L, C], or predictions [N, L] for regression."""
         out = nnx.merge(self.graphdef, theta)(tokens(x_NLD, y_NL, self.num_classes))
@@ -177,11 +184,20 @@ class TrainedPredictor:
         idx = jnp.asarray(budgets)
         regression = self.learner.num_classes is None
 
+        # theta is an argument, not a constant of the program: models of one shape (a sweep's
+        # points, seeds) share one compiled program through the persistent cache
         @jax.jit
-        def predict(x_NLD: jax.Array, y_NL: jax.Array) -> Predictions:
-            out = self.learner.apply(self.theta, x_NLD, y_NL)[:, idx]
+        def predict(theta: Theta, x_NLD: jax.Array, y_NL: jax.Array) -> Predictions:
+            out = self.learner.apply(theta, x_NLD, y_NL)[:, idx]
             if regression:
                 return Predictions(out)
             return Predictions(jnp.argmax(out, -1), jax.nn.log_softmax(out, -1))
 
-        return predict
+        return functools.partial(predict, self.theta)
+
+
+def sequence_flops(num_params: int, depth: int, tokens: int, width: int) -> int:
+    """Forward and backward FLOPs of one sequence of `tokens` tokens through a model of
+    `num_params` parameters with `depth` attention layers of `width`: T (6 N + 12 L T d)
+    (Kaplan et al. 2020, Sec. 2.1: 2N forward and 4N backward per token, plus attention)."""
+    return tokens * (6 * num_params + 12 * depth * tokens * width)

@@ -15,12 +15,16 @@ import numpy as np
 
 from metalearn.core.errors import UserError
 from metalearn.meta.evaluate import (
+    Curves,
     ExampleFamily,
     Predictor,
     chunks,
+    curve_of,
     example_setting,
     subsets_of,
 )
+
+DISTANCE = "distance_to_"  # metric prefix: one learner's distance to another's predictions
 
 
 class Collected(NamedTuple):
@@ -79,6 +83,38 @@ def disagreement(a: Collected, b: Collected) -> np.ndarray:
     if np.issubdtype(a.value.dtype, np.integer):
         return (a.value != b.value).astype(np.float64)
     return (a.value.astype(np.float64) - b.value) ** 2
+
+
+def distance_curves(
+    learner: Predictor,
+    references: Sequence[Predictor],
+    family: ExampleFamily,
+    budgets: Sequence[int],
+    num_sequences: int,
+    key: jax.Array,
+    *,
+    length: int | None = None,
+    seed: int | None = None,
+) -> Curves:
+    """How far `learner`'s predictions lie from each reference's, per subset, as curves with
+    metric `distance_to_<reference>`: the mean squared difference of the two predictions
+    (regression) or the rate at which their labels differ (classification), on the sequences
+    `evaluate` scores with the same key (Raventos et al. 2023 compare a transformer with ridge
+    and dMMSE this way)."""
+    out = []
+    for subset in subsets_of(family):
+        setting = dict(length=length, subset=subset)
+        a = collect(learner, family, budgets, num_sequences, key, **setting)
+        for reference in references:
+            b = collect(reference, family, budgets, num_sequences, key, **setting)
+            metric = DISTANCE + reference.name
+            values = disagreement(a, b)
+            out.append(
+                curve_of(
+                    learner.name, family.spec, metric, "examples", a.budgets, values, seed, subset
+                )
+            )
+    return Curves(tuple(out))
 
 
 def kl_divergence(a: Collected, b: Collected) -> np.ndarray:

@@ -275,7 +275,7 @@ def evaluate(
         )
         for metric in metrics:
             out.append(
-                _curve(
+                curve_of(
                     learner.name,
                     family.spec,
                     metric,
@@ -289,7 +289,17 @@ def evaluate(
     return Curves(tuple(out))
 
 
-def _curve(learner, spec, metric, unit, budgets, values, seed, subset) -> Curve:
+def curve_of(
+    learner: str,
+    spec: str,
+    metric: str,
+    unit: str,
+    budgets: tuple[int, ...],
+    values: np.ndarray,
+    seed: int | None,
+    subset: str,
+) -> Curve:
+    """The curve of per-sequence values [N, B]: their mean and standard error per budget."""
     return Curve(
         learner,
         spec,
@@ -314,7 +324,7 @@ def _evaluate_steps(learner, problem, budgets, num_runs, key, seed) -> Curves:
         [np.asarray(losses(keys[i : i + CHUNK]), np.float64) for i in range(0, num_runs, CHUNK)]
     )
     return Curves(
-        (_curve(learner.name, problem.spec, "loss", "steps", budgets, values, seed, "all"),)
+        (curve_of(learner.name, problem.spec, "loss", "steps", budgets, values, seed, "all"),)
     )
 
 

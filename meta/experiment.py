@@ -48,6 +48,8 @@ class Setup:
       returns the curves.
     eval_defaults: the family and lengths `metalearn eval` uses for this run's learner.
     truncated_task: the system the estimator unrolls, if any (`metalearn chaos` diagnoses it).
+    flops_per_step: meta-parameters -> the training FLOPs of one meta-training step, where the
+      experiment counts them (a sweep's table reports steps x this as training compute).
     """
 
     init: Callable[[jax.Array], Theta]
@@ -59,3 +61,4 @@ class Setup:
     report: Callable[[Theta, Path, str], Curves] | None = None
     eval_defaults: EvalDefaults = EvalDefaults()
     truncated_task: TruncatedTask | None = None
+    flops_per_step: Callable[[Theta], float] | None = None

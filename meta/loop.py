@@ -124,10 +124,12 @@ def meta_train(
                 tensorboard=Path(run_dir) / "tb" if loop.tensorboard else None,
             )
 
-    def train_step(state: TrainState, step: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
-        est = estimator.estimate(
-            state.theta, state.est_state, jax.random.fold_in(k_data, step), step
-        )
+    # the data key is an argument, not a constant of the program: runs that differ only in
+    # their seed share one compiled step through the persistent cache
+    def train_step(
+        state: TrainState, key: jax.Array, step: jax.Array
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        est = estimator.estimate(state.theta, state.est_state, jax.random.fold_in(key, step), step)
         updates, opt_state = optimizer.update(est.grad, state.opt_state, state.theta)
         theta = optax.apply_updates(state.theta, updates)
         metrics = {**est.metrics, "loss": est.loss, "grad_norm": optax.tree.norm(est.grad)}
@@ -158,7 +160,7 @@ def meta_train(
         with jax.set_mesh(mesh):
             pending = None
             for step in range(start, loop.steps):
-                state, metrics = step_fn(state, jnp.asarray(step, jnp.int32))
+                state, metrics = step_fn(state, k_data, jnp.asarray(step, jnp.int32))
                 # check the previous step while this one runs: no host sync per step
                 if pending is not None:
                     settle(*pending)

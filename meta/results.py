@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from metalearn.core.files import atomic_write, atomic_write_text
+from metalearn.meta.compare import DISTANCE
 from metalearn.meta.evaluate import Curves
 
 
@@ -57,26 +58,26 @@ def table(curves: Curves, budgets: Sequence[int] | None = None) -> str:
 
 
 def plot(curves: Curves, path: Path, title: str | None = None) -> None:
-    """One panel per (family, subset), metric versus budget with standard-error bands."""
+    """One panel per (family, subset, metric), the metric versus budget with standard-error
+    bands."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels: dict[tuple[str, str], list] = {}
+    panels: dict[tuple[str, str, str], list] = {}
     for c in curves:
-        panels.setdefault((c.family, c.subset), []).append(c)
+        panels.setdefault((c.family, c.subset, c.metric), []).append(c)
     n = max(len(panels), 1)
     fig, axes = plt.subplots(1, n, figsize=(4.8 * n, 3.8), squeeze=False)
-    for ax, ((family, subset), group) in zip(axes[0], panels.items(), strict=False):
+    for ax, ((family, subset, metric), group) in zip(axes[0], panels.items(), strict=False):
         for c in group:
             mean = [m if m is not None else float("nan") for m in c.mean]
             lo = [m - s for m, s in zip(mean, c.stderr, strict=True)]
             hi = [m + s for m, s in zip(mean, c.stderr, strict=True)]
             ax.plot(c.budget, mean, marker="o", ms=3, label=c.learner)
             ax.fill_between(c.budget, lo, hi, alpha=0.2)
-        metric = group[0].metric
-        if metric == "mse":
+        if metric == "mse" or metric.startswith(DISTANCE):
             ax.set_yscale("log")
         ax.set_xlabel(f"budget ({group[0].budget_unit} seen)")
         ax.set_ylabel(metric)

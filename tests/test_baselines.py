@@ -145,3 +145,32 @@ def test_calibration_error_by_hand():
 
     np.testing.assert_allclose(calibration_error(queries(0.8, 8)), [0.0], atol=1e-12)
     np.testing.assert_allclose(calibration_error(queries(0.9, 5)), [0.4], atol=1e-12)
+
+
+def test_distance_curves_on_the_sequences_evaluate_scores():
+    from metalearn.meta.compare import distance_curves
+
+    fam = data.make("linear_regression", dim=3, noise=0.5, num_tasks=4, seed=1)
+    budgets, key = [0, 2, 5], jax.random.key(7)
+    ridge, dmmse = baseline("ridge"), baseline("dmmse")
+    curves = distance_curves(ridge, [dmmse], fam, budgets, 24, key, length=6, seed=0)
+    assert [(c.subset, c.metric) for c in curves] == [
+        ("seen", "distance_to_dmmse"),
+        ("unseen", "distance_to_dmmse"),
+    ]
+    # by hand, on the batch evaluate draws for each subset: split(key) -> (tune, eval),
+    # fold_in(eval, subset index), fold_in(., chunk 0)
+    k_tune, k_eval = jax.random.split(key)
+    for i, c in enumerate(curves):
+        batch = fam.sample(jax.random.fold_in(jax.random.fold_in(k_eval, i), 0), 24, 6, c.subset)
+        a = ridge.predictor(fam, 6, budgets, k_tune)(batch.x, batch.y).value
+        b = dmmse.predictor(fam, 6, budgets, k_tune)(batch.x, batch.y).value
+        expected = np.mean((np.asarray(a, np.float64) - np.asarray(b)) ** 2, 0)
+        np.testing.assert_allclose(c.mean, expected, rtol=1e-5)
+        assert min(c.mean[1:]) > 0  # two different rules once there is data
+        # the same sequences as the curves of evaluate
+        mse = evaluate(ridge, fam, budgets, 24, key).get(subset=c.subset)
+        truth = np.asarray(batch.y[:, jnp.asarray(budgets)], np.float64)
+        np.testing.assert_allclose(mse.mean, np.mean((a - truth) ** 2, 0), rtol=1e-5)
+    same = distance_curves(ridge, [ridge], fam, budgets, 24, key, length=6)
+    assert all(max(c.mean) == 0 for c in same)

@@ -203,3 +203,91 @@ def test_plots_of_one_and_two_grid_keys(tmp_path):
         plot_sweep(two, x="batch_size")
     with pytest.raises(UserError, match="learner 'knn' is not in the table"):
         plot_sweep(two, learner="knn")
+
+
+def test_grid_files_and_an_experiments_own_sweep(tmp_path):
+    toml = tmp_path / "grid.toml"
+    toml.write_text(
+        'seeds = 2\n[grid]\n"family.num_tasks" = "2**1..2**2,none"\n"model.width" = [8, 16]\n'
+        '[set]\n"loop.steps" = 3\n"eval.budgets" = [0, 5]\n"loop.progress" = false\n'
+    )
+    plan = sweep.make_plan("linreg", ["model.width=32"], grid_file=str(toml), sets=["length=6"])
+    assert plan.grid == {"family.num_tasks": ["2", "4", "none"], "model.width": ["32"]}
+    assert plan.sets == ["loop.steps=3", "eval.budgets=0;5", "loop.progress=false", "length=6"]
+    assert (
+        plan.seeds == 2 and sweep.make_plan("linreg", [], grid_file=str(toml), seeds=1).seeds == 1
+    )
+    # a study declares its grid and its reading; --grid replaces one of its keys
+    study = sweep.make_plan("task_diversity", ["loop.steps=5"])
+    assert study.grid["family.num_tasks"][0] == "2" and study.grid["family.num_tasks"][-1] == "none"
+    assert study.grid["loop.steps"] == ["5"] and study.analysis["kind"] == "closer"
+    with pytest.raises(UserError, match="at least one --grid"):
+        sweep.make_plan("linreg", [])
+    toml.write_text('[grid]\n"model.width" = []\n')
+    with pytest.raises(UserError, match="needs a list of values"):
+        sweep.load_grid_file(toml)
+    toml.write_text("grid = [\n")
+    with pytest.raises(UserError, match="not valid TOML"):
+        sweep.load_grid_file(toml)
+    toml.write_text("seed = 3\n")
+    with pytest.raises(UserError, match=r"unknown entries \['seed'\]"):
+        sweep.load_grid_file(toml)
+
+
+def test_the_regression_study_reads_ridge_and_dmmse_distances(tmp_path, capsys):
+    out = tmp_path / "diversity"
+    sets = [x for s in SMALL if not s.startswith("eval.baselines") for x in ("--set", s)]
+    grid = ["--grid", "family.num_tasks=2,none", "--grid", "loop.steps=4"]
+    assert main(["sweep", "task_diversity", *grid, *sets, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "threshold (loop.steps=4):" in printed
+    frame = pd.read_parquet(out / "results.parquet")
+    model = frame[frame["learner"] == "model"]
+    pool = model[model["family.num_tasks"] == "2"]
+    assert set(pool["metric"]) == {"mse", "distance_to_ridge", "distance_to_dmmse"}
+    fresh = model[model["family.num_tasks"] == "none"]
+    assert set(fresh["metric"]) == {"mse", "distance_to_ridge"}  # no pool: no dMMSE
+    assert set(frame[frame["learner"] == "dmmse"]["family.num_tasks"]) == {"2"}
+    assert (frame["train_flops"].dropna() > 0).all() and frame["train_flops"].notna().all()
+    saved = json.loads((out / "transitions.json").read_text())
+    assert saved["reading"]["kind"] == "closer" and list(saved["thresholds"]) == ["loop.steps=4"]
+    assert [r["family.num_tasks"] for r in saved["labels"]] == ["2"]
+    assert (out / "phase_closer.png").stat().st_size > 0
+    # the same directory read another way: regimes need accuracy, which regression has not
+    assert main(["transitions", str(out), "--kind", "regimes"]) == 2
+    assert "metric 'accuracy'" in capsys.readouterr().err
+
+
+def test_the_classification_study_labels_regimes(tmp_path, capsys):
+    out = tmp_path / "gpicl"
+    sets = [x for s in TINY_CLS for x in ("--set", s)]
+    grid = ["--grid", "family.num_tasks=1,none", "--grid", "model.width=16"]
+    assert main(["sweep", "gpicl_transition", *grid, *sets, "--out", str(out)]) == 0
+    assert "threshold (model.width=16):" in capsys.readouterr().out
+    saved = json.loads((out / "transitions.json").read_text())
+    labels = {r["family.num_tasks"]: r["regime"] for r in saved["labels"]}
+    assert set(labels) == {"1", "none"}
+    assert set(labels.values()) <= {
+        "instance memorization",
+        "task memorization",
+        "transition",
+        "learning-to-learn",
+    }
+    assert (out / "phase_regimes.png").stat().st_size > 0
+    assert main(["transitions", str(out), "--over", "model.width"]) == 0  # another reading
+    assert "threshold (family.num_tasks=1)" in capsys.readouterr().out
+
+
+TINY_CLS = [
+    "family=projected:base=digits,dim=8",
+    "length=8",
+    "batch_size=16",
+    "model.depth=1",
+    "model.heads=2",
+    "loop.steps=4",
+    "loop.log_every=2",
+    "loop.checkpoint_every=2",
+    "loop.progress=false",
+    "eval.sequences=16",
+    "eval.budgets=0;3;7",
+]

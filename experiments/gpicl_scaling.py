@@ -1,0 +1,25 @@
+"""Study 3: predictable scaling, in miniature (the method of the GPT-4 technical report).
+
+    metalearn sweep gpicl_scaling --out sweeps/gpicl_scaling
+    metalearn fit sweeps/gpicl_scaling --x flops --y loss --holdout largest
+
+Study 2's setting with fresh tasks for every sequence, at six model widths and three seeds.
+The sweep's table has each point's training FLOPs (T (6N + 12 L T d) per sequence, as
+`metalearn bench icl` counts them, times the batch and the steps) and final training loss;
+`metalearn fit` fits L(C) = a C^-b + c to all but the largest width and predicts that one,
+with a bootstrap interval over seeds. See docs/studies/gpicl_scaling.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from metalearn.experiments.gpicl_transition import Config as TransitionConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(TransitionConfig):
+    family: str = "projected:base=digits,dim=16"
+
+
+SWEEP = {"grid": {"model.width": [8, 12, 16, 24, 32, 48]}, "seeds": 3}
