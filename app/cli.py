@@ -120,6 +120,20 @@ def _parser() -> argparse.ArgumentParser:
         "--seeds", type=int, help="seeds per point (loop.seed 0..N-1; default 1, or the plan's)"
     )
     s.add_argument("--out", required=True, help="sweep directory")
+    s.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="points trained at once, as processes that split the cores (default 1)",
+    )
+    s.add_argument(
+        "--engine",
+        default="local",
+        help="local (this machine, default) or ray (each point a task on a Ray cluster)",
+    )
+    s.add_argument(
+        "--address", help="the Ray cluster's address (host:port; default: RAY_ADDRESS or local)"
+    )
     s.add_argument("--force", action="store_true", help="reuse a directory of another sweep")
     s.set_defaults(func=_sweep)
 
@@ -278,7 +292,15 @@ def _sweep(args: argparse.Namespace) -> int:
         seeds=args.seeds,
     )
     table, done, failed = sweep.run_sweep(
-        args.config, plan.grid, sets=plan.sets, seeds=plan.seeds, out=args.out, force=args.force
+        args.config,
+        plan.grid,
+        sets=plan.sets,
+        seeds=plan.seeds,
+        out=args.out,
+        force=args.force,
+        jobs=args.jobs,
+        engine=args.engine,
+        address=args.address,
     )
     if plan.analysis and done:
         from metalearn.study import analyze_sweep

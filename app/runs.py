@@ -212,6 +212,9 @@ def train(
 # what a run directory may hold; a folder holding anything else is never cleared silently
 RUN_FILES = {CONFIG_FILE, "metrics.jsonl", "checkpoints", "tb", "results.json", "curves.png"}
 RUN_FILES |= {"table.txt", LOCK_FILE}
+# the logs a sweep keeps beside a point's run (open while it trains): a fresh start keeps them
+LOG_FILES = {"report.log", "train.log"}
+RUN_FILES |= LOG_FILES
 
 
 def check_folder(path: Path, what: str) -> None:
@@ -241,7 +244,7 @@ def has_checkpoint(run_dir: Path) -> bool:
 
 def _clear(run_dir: Path, force: bool) -> None:
     """Empty a run directory for a fresh start, keeping its lock."""
-    entries = [p for p in run_dir.iterdir() if p.name != LOCK_FILE]
+    entries = [p for p in run_dir.iterdir() if p.name not in {LOCK_FILE, *LOG_FILES}]
     strangers = sorted(p.name for p in entries if p.name not in RUN_FILES)
     if strangers and not force:
         raise UserError(

@@ -250,33 +250,52 @@ def run_sweep(
     out: str | Path,
     force: bool = False,
     progress: bool = True,
+    jobs: int = 1,
+    engine: str = "local",
+    address: str | None = None,
 ) -> tuple[Path, int, int]:
     """Train and evaluate every point not yet finished; write results.parquet and .csv.
 
     Returns (table path, points done, points failed). A sweep directory remembers its
     experiment, grid, settings and seeds: running another sweep into it is refused unless
-    `force`.
+    `force`. `jobs` > 1 runs that many points at once, as processes splitting the cores;
+    engine "ray" runs each point as a task on the Ray cluster at `address`
+    (`metalearn.sweep_engines`).
     """
     from metalearn import runs
+    from metalearn.sweep_engines import ENGINES, PointJob, run_jobs, run_ray
 
+    if jobs < 1:
+        raise UserError(f"--jobs must be a positive int, got {jobs}")
+    if engine not in ENGINES:
+        raise UserError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine != "ray" and address is not None:
+        raise UserError("--address is for --engine ray")
     sets = list(sets or [])
     out = Path(out)
     runs.check_folder(out, "sweep directory")
     base = runs.make_config(experiment, sets)
     todo = points(grid, seeds)
-    configs = {p: runs.make_config(experiment, [*sets, *p.assignments(base)]) for p in todo}
-    for config in configs.values():
-        config.setup()  # every point's config is checked before the first one trains
+    overrides = {p: [*sets, *p.assignments(base)] for p in todo}
+    for p in todo:
+        # every point's config is checked before the first one trains
+        runs.make_config(experiment, overrides[p]).setup()
     out.mkdir(parents=True, exist_ok=True)
-    _share_compilations(out / CACHE_DIR)
+    share_compilations(out / CACHE_DIR)
     with FolderLock(out, "metalearn sweep"):
         _check_record(
             out, {"experiment": experiment, "grid": grid, "sets": sets, "seeds": seeds}, force
         )
         bar = _bar(len(todo)) if progress else None
         done = failed = 0
-        for point in todo:
-            status = _run_point(point, configs[point], out / "points" / point.name)
+        work = [
+            PointJob(experiment, tuple(overrides[p]), str(out / "points" / p.name)) for p in todo
+        ]
+        if engine == "ray":
+            finished = run_ray(work, address, out / CACHE_DIR)
+        else:
+            finished = run_jobs(work, jobs, out / CACHE_DIR)
+        for _, status in finished:
             done += status["status"] == "done"
             failed += status["status"] == "failed"
             if bar is not None:
@@ -288,7 +307,7 @@ def run_sweep(
     return table, done, failed
 
 
-def _share_compilations(folder: Path) -> None:
+def share_compilations(folder: Path) -> None:
     """Points of one shape compile once: JAX's persistent compilation cache in the sweep
     directory (unless the user already chose a cache), so a point run again, a resumed
     sweep, or a later point with the same shapes loads the compiled program."""
@@ -315,7 +334,7 @@ def _check_record(out: Path, record: dict[str, Any], force: bool) -> None:
     atomic_write_text(path, json.dumps(record, indent=1) + "\n")
 
 
-def _run_point(point: Point, config: Any, run_dir: Path) -> dict[str, Any]:
+def run_point(config: Any, run_dir: Path) -> dict[str, Any]:
     """Train and report one point unless it has finished; its status record."""
     from metalearn import runs
     from metalearn.meta.logs import read_metrics

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -100,9 +101,11 @@ def test_a_failing_point_is_recorded_and_the_others_go_on(tmp_path, capsys):
     assert record["grid"] == {"optim.lr": ["1e-3", "1e38"]}
 
 
-def test_kill_9_of_the_sweep_then_the_same_command_finishes_it(tmp_path):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_kill_9_of_the_sweep_then_the_same_command_finishes_it(tmp_path, jobs):
     """Killed while a point trains, the sweep started again skips the finished points,
-    resumes the partial one, and its table has every point exactly once."""
+    resumes the partial ones, and its table has every point exactly once. With workers, the
+    kill of the runner takes its workers with it (no orphan holds a point's lock)."""
     import os
     import signal
     import subprocess
@@ -113,7 +116,9 @@ def test_kill_9_of_the_sweep_then_the_same_command_finishes_it(tmp_path):
 
     out = tmp_path / "sweep"
     # two points (the last --seeds wins), the second killed while it trains
-    argv = [*_argv(out), "--seeds", "1", "--set", "loop.steps=30", "--set", "loop.log_every=1"]
+    # with two workers, four points: one finishes while others train
+    seeds = ["--seeds", "1"] if jobs == 1 else ["--seeds", "2", "--jobs", "2"]
+    argv = [*_argv(out), *seeds, "--set", "loop.steps=30", "--set", "loop.log_every=1"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "metalearn.cli", *argv],
         stdout=subprocess.DEVNULL,
@@ -135,23 +140,36 @@ def test_kill_9_of_the_sweep_then_the_same_command_finishes_it(tmp_path):
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    if jobs > 1:  # the workers die with the runner: every point's lock comes free
+        from metalearn.core.lock import FolderLock
+
+        for p in (out / "points").iterdir():
+            end = time.monotonic() + 30
+            while True:
+                try:
+                    with FolderLock(p, "test"):
+                        break
+                except UserError:
+                    assert time.monotonic() < end, f"a worker outlived the runner in {p.name}"
+                    time.sleep(0.1)
     finished = {
         p.name: (p / "status.json").stat().st_mtime_ns
         for p in (out / "points").iterdir()
         if (p / "status.json").exists()
     }
-    assert len(finished) == 1
+    total = 2 * (1 if jobs == 1 else 2)
+    assert 1 <= len(finished) < total
 
     assert main(argv) == 0
     frame = pd.read_parquet(out / "results.parquet")
-    assert frame["point"].nunique() == 2 and (frame["status"] == "done").all()
+    assert frame["point"].nunique() == total and (frame["status"] == "done").all()
     # one row per point x learner x family x subset x budget: no point counted twice
     key = ["point", "learner", "family", "subset", "metric", "budget"]
     assert not frame.duplicated(key).any()
     for p in (out / "points").iterdir():
         if p.name in finished:  # not trained again
             assert (p / "status.json").stat().st_mtime_ns == finished[p.name]
-        else:  # went on from its checkpoint
+        elif jobs == 1:  # went on from its checkpoint
             assert json.loads((p / "status.json").read_text())["resumed"]
         steps = [r["step"] for r in read_metrics(p / "metrics.jsonl") if "loss" in r]
         assert steps == list(range(1, 31))  # every step once, the resumed point included
@@ -203,6 +221,27 @@ def test_plots_of_one_and_two_grid_keys(tmp_path):
         plot_sweep(two, x="batch_size")
     with pytest.raises(UserError, match="learner 'knn' is not in the table"):
         plot_sweep(two, learner="knn")
+
+
+def test_workers_give_the_table_one_process_gives(tmp_path):
+    alone, workers = tmp_path / "alone", tmp_path / "workers"
+    assert main(_argv(alone)) == 0
+    assert main([*_argv(workers), "--jobs", "2"]) == 0
+    timing = ["wall_s", "steps_per_s"]
+    a = pd.read_parquet(alone / "results.parquet").drop(columns=timing)
+    b = pd.read_parquet(workers / "results.parquet").drop(columns=timing)
+    pd.testing.assert_frame_equal(a, b)
+    for p in (workers / "points").iterdir():  # what a point printed is kept beside it
+        assert (p / "train.log").exists() and "mse" in (p / "report.log").read_text()
+
+
+def test_cores_are_split_between_workers():
+    from metalearn.sweep_engines import core_groups
+
+    groups = core_groups(2)
+    cores = sorted(os.sched_getaffinity(0))
+    assert len(groups) == 2 and sorted(c for g in groups for c in g) == cores or len(cores) < 2
+    assert [len(g) for g in core_groups(len(cores) + 1)] == [1] * (len(cores) + 1)
 
 
 def test_grid_files_and_an_experiments_own_sweep(tmp_path):
