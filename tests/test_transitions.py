@@ -54,16 +54,18 @@ def test_each_regime_from_its_numbers():
             ("16", "8", (0.2, 0.9), (0.2, 0.5)),  # unseen improve, far below seen
             ("64", "8", (0.2, 0.8), (0.2, 0.79)),  # unseen as good as seen
             ("none", "8", (0.2, 0.7), None),  # fresh tasks only: 'all' serves as both
+            # one memorized task: seen right from budget 0; unseen gain a little, far below
+            ("2", "8", (1.0, 1.0), (0.08, 0.11), 0.005),
         ]
     )
     labels = regimes(frame, ["family.num_tasks", "model.width"])
-    assert list(labels["regime"]) == [INSTANCE, TASK, TRANSITION, LEARNING, LEARNING]
-    row = labels.iloc[1]
+    assert list(labels["regime"]) == [INSTANCE, INSTANCE, TASK, TRANSITION, LEARNING, LEARNING]
+    row = labels.iloc[2]
     assert row["seen_gain"] == pytest.approx(0.7)
     assert row["seen_gain_se"] == pytest.approx(0.01 * 2**0.5)
     # a margin widens what counts as "as good as seen"
     wide = regimes(frame, ["family.num_tasks", "model.width"], margin=0.5)
-    assert wide.iloc[2]["regime"] == LEARNING
+    assert wide.iloc[3]["regime"] == LEARNING
 
 
 def test_standard_errors_decide_what_counts_as_an_improvement():
