@@ -134,6 +134,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--address", help="the Ray cluster's address (host:port; default: RAY_ADDRESS or local)"
     )
+    s.add_argument(
+        "--batch",
+        type=int,
+        help="train up to N points that differ only in seed, learning rate or pool size as "
+        "one vmapped model (default 1, or the plan's)",
+    )
     s.add_argument("--force", action="store_true", help="reuse a directory of another sweep")
     s.set_defaults(func=_sweep)
 
@@ -246,7 +252,7 @@ def _parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_chaos)
 
     b = sub.add_parser("bench", help="benchmarks that print numbers")
-    b.add_argument("what", choices=["icl", "lopt"])
+    b.add_argument("what", choices=["icl", "lopt", "sweep"])
     b.add_argument("args", nargs=argparse.REMAINDER)
     b.set_defaults(func=_bench)
     return p
@@ -290,6 +296,7 @@ def _sweep(args: argparse.Namespace) -> int:
         grid_file=args.grid_file,
         sets=args.overrides,
         seeds=args.seeds,
+        batch=args.batch,
     )
     table, done, failed = sweep.run_sweep(
         args.config,
@@ -301,6 +308,7 @@ def _sweep(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         engine=args.engine,
         address=args.address,
+        batch=plan.batch,
     )
     if plan.analysis and done:
         from metalearn.study import analyze_sweep

@@ -20,7 +20,7 @@ from typing import Any
 import jax
 
 from metalearn.core import config as cfglib
-from metalearn.core.errors import UserError
+from metalearn.core.errors import NonFiniteError, UserError
 from metalearn.core.files import atomic_write_text
 from metalearn.core.lock import LOCK_FILE, FolderLock
 from metalearn.meta.evaluate import Curves, Learner
@@ -207,6 +207,46 @@ def train(
         if created and lead and not any(p.name != LOCK_FILE for p in run_dir.iterdir()):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+
+
+def train_batch(
+    configs: list[Any], run_dirs: list[Path], *, report_log: str | None = None
+) -> list[Run | NonFiniteError]:
+    """Meta-train configs that `meta.batch.batch_key` finds alike as one vmapped model, each
+    into its own run directory, then run each one's report (its printed table appended to
+    `run_dir/report_log` when given). A directory with a checkpoint resumes from it (every
+    member must then stand at the same step), any other starts fresh; each is locked while
+    it trains. A member that hit a NaN is its NonFiniteError in the result."""
+    from metalearn.meta.batch import meta_train_batch
+
+    for run_dir in run_dirs:
+        check_folder(run_dir, "run directory")
+    setups = [c.setup() for c in configs]
+    resume = [has_checkpoint(d) and (Path(d) / CONFIG_FILE).is_file() for d in run_dirs]
+    with contextlib.ExitStack() as stack:
+        for config, run_dir, again in zip(configs, run_dirs, resume, strict=True):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(FolderLock(run_dir, "metalearn train"))
+            if again:
+                _resumed_config(run_dir, config, None)
+            else:
+                _clear(run_dir, force=True)
+                _write_record(run_dir, config)
+        results = meta_train_batch(setups, run_dirs, resume=resume)
+        out: list[Run | NonFiniteError] = []
+        for config, setup, run_dir, result in zip(configs, setups, run_dirs, results, strict=True):
+            if isinstance(result, NonFiniteError):
+                out.append(result)
+                continue
+            run = Run(run_dir, config, result.theta, setup)
+            if setup.report is not None:
+                with contextlib.ExitStack() as quiet:
+                    if report_log is not None:
+                        log = quiet.enter_context(open(run_dir / report_log, "a"))
+                        quiet.enter_context(contextlib.redirect_stdout(log))
+                    run.curves = setup.report(result.theta, run_dir, run.name)
+            out.append(run)
+        return out
 
 
 # what a run directory may hold; a folder holding anything else is never cleared silently

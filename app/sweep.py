@@ -77,12 +77,14 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """What a sweep runs: its grid, the settings every point shares, the seeds per point, and
-    the study reading of its table (an experiment's `SWEEP["analysis"]`, if any)."""
+        the study reading of its table (an experiment's `SWEEP["analysis"]`, if any), and how many
+    points may train together as one vmapped model."""
 
     grid: dict[str, list[str]]
     sets: list[str]
     seeds: int
     analysis: dict[str, Any] | None = None
+    batch: int = 1  # points per vmapped batch (1: each alone)
 
 
 def _text(value: Any) -> str:
@@ -98,9 +100,11 @@ def plan_from(source: dict[str, Any], where: str) -> Plan:
     """A plan from a dict of `grid` (key -> list of values, or a string in --grid syntax),
     `set` (key -> value), `seeds` and `analysis`: a grid file's tables, or an experiment's
     SWEEP."""
-    unknown = sorted(set(source) - {"grid", "set", "seeds", "analysis"})
+    unknown = sorted(set(source) - {"grid", "set", "seeds", "analysis", "batch"})
     if unknown:
-        raise UserError(f"{where}: unknown entries {unknown}; allowed: grid, set, seeds, analysis")
+        raise UserError(
+            f"{where}: unknown entries {unknown}; allowed: grid, set, seeds, analysis, batch"
+        )
     grid = {}
     for key, values in dict(source.get("grid", {})).items():
         if isinstance(values, str):
@@ -111,9 +115,11 @@ def plan_from(source: dict[str, Any], where: str) -> Plan:
             raise UserError(f"{where}: grid key {key!r} needs a list of values, got {values!r}")
     sets = [f"{k}={_text(v)}" for k, v in dict(source.get("set", {})).items()]
     seeds = source.get("seeds", 1)
-    if not isinstance(seeds, int) or isinstance(seeds, bool):
-        raise UserError(f"{where}: seeds must be a positive int, got {seeds!r}")
-    return Plan(grid, sets, seeds, source.get("analysis"))
+    batch = source.get("batch", 1)
+    for name, value in (("seeds", seeds), ("batch", batch)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"{where}: {name} must be a positive int, got {value!r}")
+    return Plan(grid, sets, seeds, source.get("analysis"), batch)
 
 
 def load_grid_file(path: str | Path) -> Plan:
@@ -138,10 +144,11 @@ def make_plan(
     grid_file: str | None = None,
     sets: list[str] | None = None,
     seeds: int | None = None,
+    batch: int | None = None,
 ) -> Plan:
     """The sweep the command line asks for: a grid file's plan, else the experiment's own
     `SWEEP` (a study's default), with each `--grid KEY=...` replacing or adding that key,
-    `--set`s after the plan's settings, and `--seeds` replacing its seed count."""
+    `--set`s after the plan's settings, and `--seeds` and `--batch` replacing its own."""
     from metalearn import runs
 
     if grid_file is not None:
@@ -158,7 +165,9 @@ def make_plan(
             "a sweep needs at least one --grid KEY=V1,V2,... (or --grid-file, or an experiment "
             "with a default SWEEP)"
         )
-    return Plan(grid, [*base.sets, *(sets or [])], seeds or base.seeds, base.analysis)
+    return Plan(
+        grid, [*base.sets, *(sets or [])], seeds or base.seeds, base.analysis, batch or base.batch
+    )
 
 
 def _field(config: Any, path: list[str]) -> tuple[list[str], list[str]]:
@@ -253,6 +262,7 @@ def run_sweep(
     jobs: int = 1,
     engine: str = "local",
     address: str | None = None,
+    batch: int = 1,
 ) -> tuple[Path, int, int]:
     """Train and evaluate every point not yet finished; write results.parquet and .csv.
 
@@ -260,10 +270,11 @@ def run_sweep(
     experiment, grid, settings and seeds: running another sweep into it is refused unless
     `force`. `jobs` > 1 runs that many points at once, as processes splitting the cores;
     engine "ray" runs each point as a task on the Ray cluster at `address`
-    (`metalearn.sweep_engines`).
+    (`metalearn.sweep_engines`). `batch` > 1 trains up to that many unfinished points that
+    differ only in their seed, learning rate or pool size as one vmapped model (`batches`).
     """
     from metalearn import runs
-    from metalearn.sweep_engines import ENGINES, PointJob, run_jobs, run_ray
+    from metalearn.sweep_engines import ENGINES, BatchJob, PointJob, run_jobs, run_ray
 
     if jobs < 1:
         raise UserError(f"--jobs must be a positive int, got {jobs}")
@@ -274,12 +285,13 @@ def run_sweep(
     sets = list(sets or [])
     out = Path(out)
     runs.check_folder(out, "sweep directory")
+    if batch < 1:
+        raise UserError(f"--batch must be a positive int, got {batch}")
     base = runs.make_config(experiment, sets)
     todo = points(grid, seeds)
     overrides = {p: [*sets, *p.assignments(base)] for p in todo}
-    for p in todo:
-        # every point's config is checked before the first one trains
-        runs.make_config(experiment, overrides[p]).setup()
+    # every point's config is checked before the first one trains
+    setups = {p: runs.make_config(experiment, overrides[p]).setup() for p in todo}
     out.mkdir(parents=True, exist_ok=True)
     share_compilations(out / CACHE_DIR)
     with FolderLock(out, "metalearn sweep"):
@@ -288,23 +300,59 @@ def run_sweep(
         )
         bar = _bar(len(todo)) if progress else None
         done = failed = 0
+        jobs_of = {
+            p: PointJob(experiment, tuple(overrides[p]), str(out / "points" / p.name)) for p in todo
+        }
         work = [
-            PointJob(experiment, tuple(overrides[p]), str(out / "points" / p.name)) for p in todo
+            group[0] if len(group) == 1 else BatchJob(tuple(group))
+            for group in batches([jobs_of[p] for p in todo], [setups[p] for p in todo], batch)
         ]
         if engine == "ray":
             finished = run_ray(work, address, out / CACHE_DIR)
         else:
             finished = run_jobs(work, jobs, out / CACHE_DIR)
-        for _, status in finished:
-            done += status["status"] == "done"
-            failed += status["status"] == "failed"
+        for _, statuses in finished:
+            for status in statuses:
+                done += status["status"] == "done"
+                failed += status["status"] == "failed"
             if bar is not None:
                 bar.set_postfix(failed=failed)
-                bar.update(1)
+                bar.update(len(statuses))
         if bar is not None:
             bar.close()
         table = write_table(out, todo)
     return table, done, failed
+
+
+def batches(jobs: list[Any], setups: list[Any], size: int) -> list[list[Any]]:
+    """The jobs in groups of at most `size` that can train as one vmapped model: alike by
+    `meta.batch.batch_key` and, if partly trained, with their newest checkpoints at one step
+    (a batch resumes together). Finished points and those that cannot batch stand alone;
+    the groups keep the grid's order of their first members."""
+    from metalearn.meta.batch import batch_key
+
+    groups: dict[Any, list[list[Any]]] = {}
+    out: list[list[Any]] = []
+    for job, setup in zip(jobs, setups, strict=True):
+        key = batch_key(setup) if size > 1 else None
+        if key is None or _finished(Path(job.run_dir)):
+            out.append([job])
+            continue
+        key = (key, _checkpoint_step(Path(job.run_dir)))
+        open_ = groups.setdefault(key, [])
+        if not open_ or len(open_[-1]) == size:
+            open_.append([job])
+            out.append(open_[-1])
+        else:
+            open_[-1].append(job)
+    return out
+
+
+def _checkpoint_step(run_dir: Path) -> int:
+    """The step of a run directory's newest checkpoint (0: none)."""
+    ckpt = run_dir / "checkpoints"
+    steps = [int(p.name) for p in ckpt.iterdir() if p.name.isdigit()] if ckpt.is_dir() else []
+    return max(steps, default=0)
 
 
 def share_compilations(folder: Path) -> None:
@@ -337,13 +385,9 @@ def _check_record(out: Path, record: dict[str, Any], force: bool) -> None:
 def run_point(config: Any, run_dir: Path) -> dict[str, Any]:
     """Train and report one point unless it has finished; its status record."""
     from metalearn import runs
-    from metalearn.meta.logs import read_metrics
 
-    status_path = run_dir / STATUS_FILE
-    if status_path.exists():
-        status = json.loads(status_path.read_text())
-        if status["status"] == "done":
-            return status
+    if _finished(run_dir):
+        return json.loads((run_dir / STATUS_FILE).read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     resume = runs.has_checkpoint(run_dir)
@@ -351,22 +395,68 @@ def run_point(config: Any, run_dir: Path) -> dict[str, Any]:
         # the report's table goes to the point's own log, not the sweep's terminal
         with open(run_dir / "report.log", "a") as log, contextlib.redirect_stdout(log):
             run = runs.train(config, run_dir, resume=resume, force=not resume)
-        count = run.setup.flops_per_step
-        flops = count(run.theta) * run.setup.loop.steps if count is not None else None
-        status = {"status": "done", "reason": "", "train_flops": flops}
+        status = {"status": "done", "reason": "", "train_flops": _train_flops(run)}
     except (UserError, NonFiniteError) as e:
         status = {"status": "failed", "reason": str(e)}
-    records = (
-        read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
-    )
-    losses = [r for r in records if "loss" in r]
+    return _record(run_dir, status, time.perf_counter() - start, resume, 1)
+
+
+def run_batch(configs: list[Any], run_dirs: list[Path]) -> list[dict[str, Any]]:
+    """Train points that differ only in their seed, learning rate or traced scalars as one
+    vmapped model (`meta.batch`), then report each; their status records. Finished points
+    are skipped; a batch that cannot run as one (its members' checkpoints stand at different
+    steps, say) trains its points one at a time instead, each resuming from its own
+    checkpoints, so nothing is trained twice."""
+    from metalearn import runs
+
+    todo = [i for i, d in enumerate(run_dirs) if not _finished(d)]
+    if len(todo) <= 1:
+        return [run_point(c, d) for c, d in zip(configs, run_dirs, strict=True)]
+    start = time.perf_counter()
+    resumed = {i: runs.has_checkpoint(run_dirs[i]) for i in todo}
+    try:
+        results = runs.train_batch(
+            [configs[i] for i in todo], [run_dirs[i] for i in todo], report_log="report.log"
+        )
+    except UserError:
+        return [run_point(c, d) for c, d in zip(configs, run_dirs, strict=True)]
+    share = (time.perf_counter() - start) / len(todo)
+    for i, result in zip(todo, results, strict=True):
+        if isinstance(result, NonFiniteError):
+            status = {"status": "failed", "reason": str(result)}
+        else:
+            status = {"status": "done", "reason": "", "train_flops": _train_flops(result)}
+        _record(run_dirs[i], status, share, resumed[i], len(todo))
+    return [json.loads((d / STATUS_FILE).read_text()) for d in run_dirs]
+
+
+def _finished(run_dir: Path) -> bool:
+    path = run_dir / STATUS_FILE
+    return path.exists() and json.loads(path.read_text())["status"] == "done"
+
+
+def _train_flops(run: Any) -> float | None:
+    count = run.setup.flops_per_step
+    return count(run.theta) * run.setup.loop.steps if count is not None else None
+
+
+def _record(
+    run_dir: Path, status: dict[str, Any], wall_s: float, resumed: bool, batch: int
+) -> dict[str, Any]:
+    """Complete a point's status from its metrics and write it (atomically): wall_s is its
+    share of the wall time when `batch` points trained together."""
+    from metalearn.meta.logs import read_metrics
+
+    metrics = run_dir / "metrics.jsonl"
+    losses = [r for r in read_metrics(metrics) if "loss" in r] if metrics.exists() else []
     status.update(
-        wall_s=time.perf_counter() - start,
+        wall_s=wall_s,
         steps_per_s=losses[-1].get("steps_per_s") if losses else None,
         final_loss=losses[-1]["loss"] if losses else None,
-        resumed=resume,
+        resumed=resumed,
+        batch=batch,
     )
-    atomic_write_text(status_path, json.dumps(status) + "\n")
+    atomic_write_text(run_dir / STATUS_FILE, json.dumps(status) + "\n")
     return status
 
 
@@ -384,6 +474,7 @@ def write_table(out: Path, todo: list[Point]):
             "seed": point.seed,
             "point": point.name,
             **{k: status.get(k) for k in ("status", "reason", "wall_s", "steps_per_s")},
+            "batch": status.get("batch", 1),
             "train_flops": status.get("train_flops"),
             "final_train_loss": status.get("final_loss"),
         }

@@ -2,10 +2,11 @@
 that split this machine's cores between them.
 
 A point is handed over as plain data (`PointJob`: the experiment's name, its overrides and its
-run directory), so a worker rebuilds the config itself, from a module path or a file path
-alike, and each point writes only into its own run directory (its status record included):
-the runner only counts. Workers die with the runner (Linux `PR_SET_PDEATHSIG`), so a killed
-sweep leaves no orphan training a point that the next start would find locked.
+run directory; a `BatchJob` is several that train as one batched model), so a worker rebuilds
+the config itself, from a module path or a file path alike, and each point writes only into
+its own run directory (its status record included): the runner only counts. Workers die with
+the runner (Linux `PR_SET_PDEATHSIG`), so a killed sweep leaves no orphan training a point
+that the next start would find locked.
 """
 
 from __future__ import annotations
@@ -32,23 +33,39 @@ class PointJob:
     quiet: bool = False  # progress and warnings to the point's train.log, not the terminal
 
 
-def run_job(job: PointJob) -> dict[str, Any]:
-    """Train and report one point unless it has finished; its status record."""
+@dataclasses.dataclass(frozen=True)
+class BatchJob:
+    """Points that train together as one vmapped model, then report one by one."""
+
+    points: tuple[PointJob, ...]
+    quiet: bool = False
+
+
+Job = PointJob | BatchJob
+
+
+def run_job(job: Job) -> list[dict[str, Any]]:
+    """Train and report a job's points unless finished; their status records."""
     from metalearn import runs, sweep
 
-    config = runs.make_config(job.experiment, list(job.overrides))
-    if not job.quiet:
-        return sweep.run_point(config, Path(job.run_dir))
-    Path(job.run_dir).mkdir(parents=True, exist_ok=True)
-    with open(Path(job.run_dir) / "train.log", "a") as log, contextlib.redirect_stderr(log):
-        return sweep.run_point(config, Path(job.run_dir))
+    members = job.points if isinstance(job, BatchJob) else (job,)
+    configs = [runs.make_config(p.experiment, list(p.overrides)) for p in members]
+    dirs = [Path(p.run_dir) for p in members]
+    with contextlib.ExitStack() as stack:
+        if job.quiet:  # progress and warnings to the (first) point's train.log
+            dirs[0].mkdir(parents=True, exist_ok=True)
+            log = stack.enter_context(open(dirs[0] / "train.log", "a"))
+            stack.enter_context(contextlib.redirect_stderr(log))
+        if isinstance(job, BatchJob):
+            return sweep.run_batch(configs, dirs)
+        return [sweep.run_point(configs[0], dirs[0])]
 
 
 def run_jobs(
-    jobs: list[PointJob], workers: int = 1, cache: Path | None = None
-) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(index, status) of every job as it finishes: in order here when `workers` is 1, else
-    from `workers` processes, each pinned to its share of the cores."""
+    jobs: list[Job], workers: int = 1, cache: Path | None = None
+) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    """(index, its points' statuses) of every job as it finishes: in order here when `workers`
+    is 1, else from `workers` processes, each pinned to its share of the cores."""
     if workers < 1:
         raise UserError(f"--jobs must be a positive int, got {workers}")
     if workers == 1 or len(jobs) <= 1:
@@ -133,9 +150,9 @@ ENGINES = ("local", "ray")
 
 
 def run_ray(
-    jobs: list[PointJob], address: str | None, cache: Path | None = None, cpus: float = 1.0
-) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(index, status) of every job as it finishes, each a Ray task on the cluster at
+    jobs: list[Job], address: str | None, cache: Path | None = None, cpus: float = 1.0
+) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    """(index, its points' statuses) of every job as it finishes, each a Ray task on the cluster at
     `address` (None: the one `ray.init` finds, e.g. from RAY_ADDRESS, or a local one).
 
     The run directories must be on a filesystem every node sees; each task asks for `cpus`
@@ -169,8 +186,8 @@ def run_ray(
             ray.shutdown()
 
 
-def _ray_point(job: PointJob, cache: str | None) -> dict[str, Any]:
-    """One point on a Ray worker: the sweep's compilation cache, then the point."""
+def _ray_point(job: Job, cache: str | None) -> list[dict[str, Any]]:
+    """One job on a Ray worker: the sweep's compilation cache, then its points."""
     if cache:
         from metalearn.sweep import share_compilations
 

@@ -8,6 +8,7 @@ task i is drawn from `fold_in(pool_key, i)`, so even M = 2**24 materializes noth
 from __future__ import annotations
 
 import abc
+import copy
 import dataclasses
 from typing import Any, ClassVar, Literal, NamedTuple
 
@@ -87,6 +88,18 @@ class TaskFamily(abc.ABC):
     def pool_key(self) -> jax.Array:
         return jax.random.key(self.seed)
 
+    def with_pool_size(self, size: jax.Array) -> TaskFamily:
+        """This family with its pool's size given as an int32 array, e.g. traced when points of
+        a sweep that differ only in their pool size train as one vmapped model. Task i of the
+        pool stays the same task whatever the size; sampling draws the same numbers as with
+        the Python int. Only for a finite pool (unlimited tasks sample differently), and only
+        for sampling: the copy is not a valid spec."""
+        if self.num_tasks is None:
+            raise UserError(f"{self.spec!r} has unlimited tasks; it has no pool size to vary")
+        twin = copy.copy(self)
+        object.__setattr__(twin, "num_tasks", size)  # bypasses __post_init__'s int checks
+        return twin
+
     def task_keys(self, key: jax.Array, num: int, subset: str) -> tuple[jax.Array, jax.Array]:
         """Keys of `num` tasks of `subset` and their pool indices (-1 outside the pool)."""
         if subset not in SUBSETS:
@@ -129,7 +142,7 @@ class TaskFamily(abc.ABC):
             pinned = jax.random.key_data(jax.random.fold_in(self.pool_key(), 0))
             data = jnp.where(fixed[:, None], pinned, jax.random.key_data(task_keys))
             task_keys = jax.random.wrap_key_data(data)
-            ids = jnp.where(fixed, 0 if self.num_tasks else -1, ids)
+            ids = jnp.where(fixed, -1 if self.num_tasks is None else 0, ids)
         tasks = jax.vmap(self.sample_task)(task_keys)
         seq_keys = jax.random.split(k_seq, num_sequences)
         x, y = jax.vmap(self.sample_sequence, (0, 0, None))(tasks, seq_keys, length)

@@ -45,5 +45,7 @@ class Config(ICLConfig):
 SWEEP = {
     "grid": {"family.num_tasks": "2**0..2**16,none", "model.width": [16, 32, 64]},
     "seeds": 1,
+    # the 17 finite pools of one width train as one batched model (meta.batch)
+    "batch": 17,
     "analysis": {"kind": "regimes", "over": "family.num_tasks", "by": ["model.width"]},
 }

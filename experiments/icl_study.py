@@ -23,7 +23,7 @@ from metalearn.icl.learner import (
 )
 from metalearn.meta.compare import distance_curves
 from metalearn.meta.evaluate import Curves, check_budgets, evaluate
-from metalearn.meta.experiment import EvalDefaults, Setup
+from metalearn.meta.experiment import Batchable, EvalDefaults, Setup
 from metalearn.meta.loop import LoopConfig
 from metalearn.meta.objective import backprop
 from metalearn.meta.optim import OptimConfig
@@ -86,7 +86,24 @@ class ICLConfig:
             report=lambda theta, run_dir, name: self.report(learner, theta, run_dir, name),
             eval_defaults=EvalDefaults(family=self.family, examples=self.length),
             flops_per_step=lambda theta: learner.step_flops(theta, self.batch_size),
+            batchable=self._batchable(learner, family),
         )
+
+    def _batchable(self, learner: InContextLearner, family: data.TaskFamily) -> Batchable:
+        """Points that differ only in their pool size (or seed, or learning rate) train as one
+        vmapped model: the pool size is the one traced scalar."""
+        finite = family.num_tasks is not None
+        shape = dataclasses.replace(family, num_tasks=1).spec if finite else family.spec
+        signature = (self.model, shape, finite, self.length, self.batch_size, self.weighting)
+
+        def estimator(scalars):
+            fam = family.with_pool_size(scalars["num_tasks"]) if finite else family
+            return backprop(
+                SequenceObjective(learner, fam, self.batch_size, self.length, self.weighting)
+            )
+
+        scalars = {"num_tasks": family.num_tasks} if finite else {}
+        return Batchable(signature, scalars, estimator)
 
     def budgets(self) -> tuple[int, ...]:
         return self.eval.budgets or tuple(range(self.length))

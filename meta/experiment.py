@@ -7,7 +7,7 @@ the backbone never looks inside the model.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 
 import jax
@@ -37,6 +37,23 @@ class EvalDefaults:
 
 
 @dataclasses.dataclass(frozen=True)
+class Batchable:
+    """How an experiment's runs can train together as one vmapped model (`meta.batch`).
+
+    signature: equal for setups whose meta-training differs only in the seed, the outer
+      learning rate and `scalars` (the backbone compares the optimizer and loop settings
+      itself).
+    scalars: this setup's values of the scalars its estimator can take traced (e.g. a task
+      pool's size); setups batch together only when they name the same scalars.
+    estimator: the traced scalars (each a 0-d array) -> the estimator they stand for.
+    """
+
+    signature: Hashable
+    scalars: Mapping[str, int | float]
+    estimator: Callable[[Mapping[str, jax.Array]], GradientEstimator]
+
+
+@dataclasses.dataclass(frozen=True)
 class Setup:
     """A meta-training problem and how to evaluate its result.
 
@@ -50,6 +67,7 @@ class Setup:
     truncated_task: the system the estimator unrolls, if any (`metalearn chaos` diagnoses it).
     flops_per_step: meta-parameters -> the training FLOPs of one meta-training step, where the
       experiment counts them (a sweep's table reports steps x this as training compute).
+    batchable: how runs of this experiment train together as one vmapped model, if they can.
     """
 
     init: Callable[[jax.Array], Theta]
@@ -62,3 +80,4 @@ class Setup:
     eval_defaults: EvalDefaults = EvalDefaults()
     truncated_task: TruncatedTask | None = None
     flops_per_step: Callable[[Theta], float] | None = None
+    batchable: Batchable | None = None

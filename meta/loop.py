@@ -103,20 +103,11 @@ def meta_train(
 
         ckpt = Checkpointer(Path(run_dir) / "checkpoints", keep=loop.keep_checkpoints)
         if resume:
-            step, restored, skipped = ckpt.restore_newest(tuple(state), set_aside=lead)
-            if restored is None and skipped:
+            try:
+                start, state = resume_state(ckpt, state, run_dir, lead)
+            except UserError:
                 ckpt.close()
-                raise UserError(
-                    f"no intact checkpoint in {str(run_dir)!r} to resume from ("
-                    + "; ".join(skipped)
-                    + "); pass --force to start over"
-                )
-            for note in skipped:
-                print(f"metalearn: {note}", file=sys.stderr)
-            if restored is not None:
-                start, state = step, TrainState(*restored)
-                if skipped:
-                    print(f"metalearn: resuming from checkpoint {step}", file=sys.stderr)
+                raise
         if lead:
             log = MetricsLog(
                 Path(run_dir) / "metrics.jsonl",
@@ -129,15 +120,11 @@ def meta_train(
     def train_step(
         state: TrainState, key: jax.Array, step: jax.Array
     ) -> tuple[TrainState, dict[str, jax.Array]]:
-        est = estimator.estimate(state.theta, state.est_state, jax.random.fold_in(key, step), step)
-        updates, opt_state = optimizer.update(est.grad, state.opt_state, state.theta)
-        theta = optax.apply_updates(state.theta, updates)
-        metrics = {**est.metrics, "loss": est.loss, "grad_norm": optax.tree.norm(est.grad)}
-        return TrainState(theta, opt_state, est.state), metrics
+        return outer_step(estimator, optimizer, state, key, step)
 
     mesh = task_mesh()
     step_fn = jax.jit(train_step, donate_argnums=0)
-    bar = _progress(loop, start) if lead else None
+    bar = progress_bar(loop, start) if lead else None
     last: dict[str, float] = {}
     t0 = time.perf_counter()
 
@@ -145,7 +132,7 @@ def meta_train(
         """Fetch one step's metrics, stop on NaN/inf, log them."""
         nonlocal last
         last = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        _check_finite(step + 1, last)  # counted as metrics.jsonl counts: steps done
+        check_finite(step + 1, last)  # counted as metrics.jsonl counts: steps done
         done = step + 1
         if bar is not None:
             bar.update(1)
@@ -196,18 +183,55 @@ def meta_train(
     return TrainResult(state.theta, loop.steps, last)
 
 
-def _check_finite(step: int, metrics: dict[str, float]) -> None:
+def outer_step(
+    estimator: GradientEstimator,
+    optimizer: optax.GradientTransformation,
+    state: TrainState,
+    key: jax.Array,
+    step: jax.Array,
+    lr_scale: jax.Array | None = None,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One meta-training step: estimate at `fold_in(key, step)`, then the outer update
+    (multiplied by `lr_scale` when given: the update is proportional to the learning rate)."""
+    est = estimator.estimate(state.theta, state.est_state, jax.random.fold_in(key, step), step)
+    updates, opt_state = optimizer.update(est.grad, state.opt_state, state.theta)
+    if lr_scale is not None:
+        updates = jax.tree_util.tree_map(lambda u: u * lr_scale.astype(u.dtype), updates)
+    theta = optax.apply_updates(state.theta, updates)
+    metrics = {**est.metrics, "loss": est.loss, "grad_norm": optax.tree.norm(est.grad)}
+    return TrainState(theta, opt_state, est.state), metrics
+
+
+def resume_state(ckpt: Any, state: TrainState, run_dir: Path, lead: bool) -> tuple[int, TrainState]:
+    """The step and state of a run's newest intact checkpoint ((0, `state`) when it has none
+    yet); damaged ones are set aside (by the lead process) with a line on stderr. Raises
+    UserError when there are checkpoints but none restores."""
+    step, restored, skipped = ckpt.restore_newest(tuple(state), set_aside=lead)
+    if restored is None and skipped:
+        raise UserError(
+            f"no intact checkpoint in {str(run_dir)!r} to resume from ("
+            + "; ".join(skipped)
+            + "); pass --force to start over"
+        )
+    for note in skipped:
+        print(f"metalearn: {note}", file=sys.stderr)
+    if restored is None:
+        return 0, state
+    if skipped:
+        print(f"metalearn: resuming from checkpoint {step}", file=sys.stderr)
+    return step, TrainState(*restored)
+
+
+def check_finite(step: int, metrics: dict[str, float]) -> None:
     for name in ("loss", "grad_norm", *sorted(metrics)):
         value = metrics.get(name)
         if value is not None and not math.isfinite(value):
             raise NonFiniteError(step, "gradient norm" if name == "grad_norm" else name, value)
 
 
-def _progress(loop: LoopConfig, start: int):
+def progress_bar(loop: LoopConfig, start: int, desc: str = "meta-train"):
     if not loop.progress:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(
-        total=loop.steps, initial=start, desc="meta-train", dynamic_ncols=True, mininterval=1.0
-    )
+    return tqdm(total=loop.steps, initial=start, desc=desc, dynamic_ncols=True, mininterval=1.0)

@@ -101,11 +101,12 @@ def test_a_failing_point_is_recorded_and_the_others_go_on(tmp_path, capsys):
     assert record["grid"] == {"optim.lr": ["1e-3", "1e38"]}
 
 
-@pytest.mark.parametrize("jobs", [1, 2])
-def test_kill_9_of_the_sweep_then_the_same_command_finishes_it(tmp_path, jobs):
+@pytest.mark.parametrize("jobs,batch", [(1, 1), (2, 1), (1, 2)])
+def test_kill_9_of_the_sweep_then_the_same_command_finishes_it(tmp_path, jobs, batch):
     """Killed while a point trains, the sweep started again skips the finished points,
     resumes the partial ones, and its table has every point exactly once. With workers, the
-    kill of the runner takes its workers with it (no orphan holds a point's lock)."""
+    kill of the runner takes its workers with it (no orphan holds a point's lock). With
+    batches, the two seeds of a pool train as one vmapped model and resume together."""
     import os
     import signal
     import subprocess
@@ -117,7 +118,9 @@ def test_kill_9_of_the_sweep_then_the_same_command_finishes_it(tmp_path, jobs):
     out = tmp_path / "sweep"
     # two points (the last --seeds wins), the second killed while it trains
     # with two workers, four points: one finishes while others train
-    seeds = ["--seeds", "1"] if jobs == 1 else ["--seeds", "2", "--jobs", "2"]
+    # with batches of two, four points: the first batch finishes while the second trains
+    seeds = ["--seeds", "1"] if jobs == batch == 1 else ["--seeds", "2", "--jobs", str(jobs)]
+    seeds += ["--batch", str(batch)]
     argv = [*_argv(out), *seeds, "--set", "loop.steps=30", "--set", "loop.log_every=1"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "metalearn.cli", *argv],
@@ -131,7 +134,10 @@ def test_kill_9_of_the_sweep_then_the_same_command_finishes_it(tmp_path, jobs):
         busy = [
             p for p in points if not (p / "status.json").exists() and (p / "metrics.jsonl").exists()
         ]
-        return len(done) >= 1 and any(len(read_metrics(p / "metrics.jsonl")) >= 5 for p in busy)
+        # midway through training (not a finished one waiting for its status record)
+        return len(done) >= 1 and any(
+            5 <= len(read_metrics(p / "metrics.jsonl")) < 30 for p in busy
+        )
 
     end = time.monotonic() + 300
     while not second_point_training():
@@ -157,7 +163,7 @@ def test_kill_9_of_the_sweep_then_the_same_command_finishes_it(tmp_path, jobs):
         for p in (out / "points").iterdir()
         if (p / "status.json").exists()
     }
-    total = 2 * (1 if jobs == 1 else 2)
+    total = 2 * (1 if jobs == batch == 1 else 2)
     assert 1 <= len(finished) < total
 
     assert main(argv) == 0
@@ -169,8 +175,9 @@ def test_kill_9_of_the_sweep_then_the_same_command_finishes_it(tmp_path, jobs):
     for p in (out / "points").iterdir():
         if p.name in finished:  # not trained again
             assert (p / "status.json").stat().st_mtime_ns == finished[p.name]
-        elif jobs == 1:  # went on from its checkpoint
-            assert json.loads((p / "status.json").read_text())["resumed"]
+        elif jobs == 1:  # went on from its checkpoint (with its batch)
+            status = json.loads((p / "status.json").read_text())
+            assert status["resumed"] and status["batch"] == batch
         steps = [r["step"] for r in read_metrics(p / "metrics.jsonl") if "loss" in r]
         assert steps == list(range(1, 31))  # every step once, the resumed point included
 
