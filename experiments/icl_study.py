@@ -190,10 +190,11 @@ def ratio_table(curves: Curves, learner: str, reference: str) -> str:
     with a paired standard error (delta method: var(a - r b) / (n mean(b)^2))."""
     lines = []
     for c in curves:
-        if c.learner != learner:
+        # a ratio of means per sequence; the ECE is a statistic of the whole set
+        if c.learner != learner or c.metric == "ece":
             continue
         try:
-            ref = curves.get(subset=c.subset, learner=reference, family=c.family)
+            ref = curves.get(subset=c.subset, learner=reference, family=c.family, metric=c.metric)
         except KeyError:
             continue
         a, b = c.per_sequence, ref.per_sequence

@@ -19,9 +19,10 @@ from metalearn.core.errors import UserError
 from metalearn.meta.evaluate import Predictions
 from metalearn.meta.tuning import LEARNING_RATES, best_of
 
-# A rule maps (x [L, D], y [L], k, num_classes, lr) to the prediction for example k; lr is the
-# tuned learning rate of the rules that train something (a traced scalar: one compile per grid).
-Rule = Callable[..., jax.Array]
+# A rule maps (x [L, D], y [L], k, num_classes, lr) to the prediction for example k, or to the
+# pair (prediction, log-probabilities [C]) when it has probabilities; lr is the tuned learning
+# rate of the rules that train something (a traced scalar: one compile per grid).
+Rule = Callable[..., jax.Array | tuple[jax.Array, jax.Array]]
 
 
 def _mask(length: int, k: jax.Array) -> jax.Array:
@@ -136,7 +137,8 @@ def logistic_rule(optimizer: Callable[..., optax.GradientTransformation], steps:
             return (optax.apply_updates(p, u), s), None
 
         (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
-        return jnp.argmax(x[k] @ params[0] + params[1])
+        logits = x[k] @ params[0] + params[1]
+        return jnp.argmax(logits), jax.nn.log_softmax(logits)
 
     return rule
 
@@ -167,7 +169,7 @@ class Baseline:
             )
         predict = _vectorize(self.make_rule(family), budgets, family.num_classes)
         lr = self.tune(predict, family, length, budgets, key) if self.lr_grid else 0.0
-        return lambda x, y: Predictions(predict(x, y, lr))
+        return lambda x, y: _predictions(predict(x, y, lr))
 
     def tune(self, predict, family: Any, length: int, budgets: Sequence[int], key: jax.Array):
         """The grid learning rate with the best mean accuracy over `budgets`, on tasks drawn
@@ -176,12 +178,19 @@ class Baseline:
         batch = family.sample(key, self.tune_sequences, length, subset)
         target = batch.y[:, jnp.asarray(budgets)]
         return best_of(
-            self.lr_grid, lambda lr: float(jnp.mean(predict(batch.x, batch.y, lr) == target))
+            self.lr_grid,
+            lambda lr: float(jnp.mean(_predictions(predict(batch.x, batch.y, lr)).value == target)),
         )
 
 
+def _predictions(out) -> Predictions:
+    """A vectorized rule's output as Predictions (with log-probabilities when it has them)."""
+    return Predictions(*out) if isinstance(out, tuple) else Predictions(out)
+
+
 def _vectorize(rule: Rule, budgets: Sequence[int], num_classes: int | None):
-    """predict(x [N, L, D], y [N, L], lr) -> predictions [N, len(budgets)], jitted once."""
+    """predict(x [N, L, D], y [N, L], lr) -> predictions [N, len(budgets)] (and log-probabilities
+    [N, len(budgets), C] for a rule that has them), jitted once."""
     ks = jnp.asarray(budgets)
     per_seq = lambda x, y, lr: jax.vmap(lambda k: rule(x, y, k, num_classes, lr))(ks)  # noqa: E731
     return jax.jit(jax.vmap(per_seq, in_axes=(0, 0, None)))

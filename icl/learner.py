@@ -14,6 +14,7 @@ from flax import nnx
 
 from metalearn.core.errors import UserError
 from metalearn.data.base import Batch, TaskFamily
+from metalearn.icl.fast_weights import FastWeights
 from metalearn.icl.lstm import LSTM
 from metalearn.icl.tokens import token_size, tokens
 from metalearn.icl.transformer import Transformer
@@ -22,11 +23,15 @@ from metalearn.meta.evaluate import Predictions
 Theta = dict[str, Any]
 
 
+KINDS = ("transformer", "lstm", "fast_weights")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of an in-context learner (`heads`, `mlp_ratio`, `shift`: transformers only)."""
+    """Architecture of an in-context learner (`heads`: transformers and fast weights;
+    `mlp_ratio`: both; `shift`: transformers only)."""
 
-    kind: Literal["transformer", "lstm"] = "transformer"
+    kind: Literal["transformer", "lstm", "fast_weights"] = "transformer"
     depth: int = 4
     width: int = 64
     heads: int = 2
@@ -34,20 +39,41 @@ class ModelConfig:
     shift: bool = True
 
     def __post_init__(self) -> None:
-        if self.kind not in ("transformer", "lstm"):
-            raise UserError(f"model.kind must be transformer or lstm, got {self.kind!r}")
+        if self.kind not in KINDS:
+            raise UserError(f"model.kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         for name in ("depth", "width", "heads", "mlp_ratio"):
             if getattr(self, name) < 1:
                 raise UserError(f"model.{name} must be a positive int, got {getattr(self, name)}")
-        if self.kind == "transformer" and self.width % self.heads:
+        if self.kind != "lstm" and self.width % self.heads:
             raise UserError(
                 f"model.width ({self.width}) must be divisible by model.heads ({self.heads})"
             )
+
+    def state_size(self, length: int) -> int:
+        """Numbers the model carries from one token to the next after `length` tokens (GPICL
+        Sec. 5's state size): a transformer's keys and values of every past token in every
+        layer, an LSTM's h and c, the fast weights' matrix memories."""
+        if self.kind == "transformer":
+            return 2 * self.depth * length * self.width
+        if self.kind == "lstm":
+            return 2 * self.depth * self.width
+        return self.depth * self.width * self.width // self.heads
 
     def build(self, token_dim: int, out_size: int, max_length: int, rngs: nnx.Rngs) -> nnx.Module:
         if self.kind == "lstm":
             return LSTM(
                 token_dim, out_size, max_length, depth=self.depth, width=self.width, rngs=rngs
+            )
+        if self.kind == "fast_weights":
+            return FastWeights(
+                token_dim,
+                out_size,
+                max_length,
+                depth=self.depth,
+                width=self.width,
+                heads=self.heads,
+                mlp_ratio=self.mlp_ratio,
+                rngs=rngs,
             )
         return Transformer(
             token_dim,

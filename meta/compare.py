@@ -15,12 +15,16 @@ import numpy as np
 
 from metalearn.core.errors import UserError
 from metalearn.meta.evaluate import (
+    ECE_BINS,
     Curves,
     ExampleFamily,
+    Predictions,
     Predictor,
+    calibration_gaps,
     chunks,
     curve_of,
     example_setting,
+    expected_calibration_error,
     subsets_of,
 )
 
@@ -125,23 +129,12 @@ def kl_divergence(a: Collected, b: Collected) -> np.ndarray:
     return np.sum(np.exp(a.log_probs) * (a.log_probs - b.log_probs), -1)
 
 
-def calibration_error(c: Collected, bins: int = 10) -> np.ndarray:
-    """[B] the expected calibration error at each budget: queries binned by the probability of
-    the predicted label (equal-width bins), the gap between each bin's mean confidence and its
-    accuracy, weighted by the bin's share of the queries."""
+def calibration_error(c: Collected, bins: int = ECE_BINS) -> np.ndarray:
+    """[B] the expected calibration error at each budget (as `evaluate`'s 'ece' metric, here
+    with any number of equal-width bins)."""
     if c.log_probs is None:
         raise UserError(f"learner {c.learner!r} gives no probabilities to calibrate")
     if bins < 1:
         raise UserError(f"bins must be a positive int, got {bins}")
-    probs = np.exp(c.log_probs)
-    confidence = probs.max(-1)  # [N, B]
-    correct = probs.argmax(-1) == c.target
-    which = np.minimum((confidence * bins).astype(int), bins - 1)
-    out = np.zeros(len(c.budgets))
-    for j in range(len(c.budgets)):
-        for b in range(bins):
-            inside = which[:, j] == b
-            if inside.any():
-                gap = confidence[inside, j].mean() - correct[inside, j].mean()
-                out[j] += inside.mean() * abs(gap)
-    return out
+    gaps = calibration_gaps(Predictions(c.value, c.log_probs), c.target, bins)
+    return expected_calibration_error(np.asarray(gaps, np.float64))

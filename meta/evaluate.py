@@ -5,7 +5,8 @@ backbone declares as protocols and the plug-ins satisfy structurally:
   learner has seen k labelled examples of a task and predicts example k+1 (index k). The
   predictor returns `Predictions`: the predicted label or target at every budget, and, for
   classification, log-probabilities when it has them, so one evaluation reports several
-  metrics (`METRICS`: accuracy, negative log-likelihood, squared error).
+  metrics (`METRICS`: accuracy, squared error, and from the probabilities negative
+  log-likelihood, the Brier score and the expected calibration error).
 - a `TrainingProblem` (an inner problem, e.g. `metalearn.lopt.InnerProblem`) with a
   `StepLearner`: budget k means k optimizer steps from a fresh problem; the metric is the
   training loss after them, run i drawing its task, initialization and batches from keys[i].
@@ -109,13 +110,46 @@ def nll(pred: Predictions, y: jax.Array) -> jax.Array:
     return -jnp.take_along_axis(pred.log_probs, y[..., None], -1)[..., 0]
 
 
+def brier(pred: Predictions, y: jax.Array) -> jax.Array:
+    """The Brier score of one query: the squared distance between the predicted distribution
+    and the one-hot true label, summed over the classes (Brier 1950; 0 is perfect, 2 worst)."""
+    probs = jnp.exp(pred.log_probs)
+    return jnp.sum((probs - jax.nn.one_hot(y, probs.shape[-1])) ** 2, -1)
+
+
+ECE_BINS = 15  # equal-width confidence bins, as Guo et al. 2017 and BIG-bench use
+ECE_RESAMPLES = 200  # bootstrap resamples of the sequences for the ECE's standard error
+
+
+def calibration_gaps(pred: Predictions, y: jax.Array, bins: int = ECE_BINS) -> jax.Array:
+    """[..., bins] per query: its top-label confidence minus its correctness, placed in the
+    bin of that confidence (zeros elsewhere). Summed over queries, each bin's entry is the
+    bin's count times its confidence-accuracy gap, so the expected calibration error is
+    sum_bins |sum_queries gaps| / queries (`expected_calibration_error`)."""
+    probs = jnp.exp(pred.log_probs)
+    confidence = probs.max(-1)
+    correct = (probs.argmax(-1) == y).astype(confidence.dtype)
+    which = jnp.minimum((confidence * bins).astype(jnp.int32), bins - 1)
+    return jax.nn.one_hot(which, bins) * (confidence - correct)[..., None]
+
+
+def expected_calibration_error(gaps: np.ndarray) -> np.ndarray:
+    """[B] the top-label expected calibration error (Naeini et al. 2015; Guo et al. 2017) at
+    each budget, from per-query `calibration_gaps` [N, B, bins]: the bins' absolute
+    confidence-accuracy gaps weighted by their share of the N queries."""
+    return np.abs(gaps.sum(0)).sum(-1) / len(gaps)
+
+
 # metric -> (per-query value from predictions and targets, whether it needs log-probabilities)
 METRICS: dict[str, tuple[Callable[[Predictions, jax.Array], jax.Array], bool]] = {
     "accuracy": (accuracy, False),
     "mse": (squared_error, False),
     "nll": (nll, True),
+    "brier": (brier, True),
+    "ece": (calibration_gaps, True),
 }
-CLASSIFICATION_METRICS = ("accuracy", "nll")
+CLASSIFICATION_METRICS = ("accuracy", "nll", "brier", "ece")
+PROBABILITY_METRICS = tuple(m for m, (_, needs) in METRICS.items() if needs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +158,7 @@ class Curve:
 
     learner: str
     family: str
-    metric: str  # "accuracy" or "mse"
+    metric: str  # a key of METRICS ("accuracy", "mse", "nll", "brier", "ece"), or a distance
     budget_unit: str
     budget: tuple[int, ...]
     mean: tuple[float, ...]
@@ -225,11 +259,16 @@ def evaluate(
 ) -> Curves:
     """Learning curves of `learner` on `family`.
 
-    On a task family: one curve per metric (default: accuracy, or squared error for
-    regression; `metrics` may add "nll") for 'all' tasks, or, when the family has a finite
+    On a task family: one curve per metric for 'all' tasks, or, when the family has a finite
     pool, for 'seen' (pool) and 'unseen' tasks; sequences are `length` examples long (default:
-    the largest budget + 1). On an inner problem: the training loss after each budget of steps
-    over `num_sequences` runs (`length` does not apply: the largest budget is the run).
+    the largest budget + 1). The default metrics are squared error for regression; accuracy
+    for classification, and where the learner gives probabilities also the negative
+    log-likelihood, the Brier score and the expected calibration error (`ECE_BINS` bins; its
+    standard error is a bootstrap over the sequences, drawn from `key`). Asking for a
+    probability metric of a learner without probabilities is an error.
+
+    On an inner problem: the training loss after each budget of steps over `num_sequences`
+    runs (`length` does not apply: the largest budget is the run).
 
     Every learner evaluated with the same key sees the same sequences (or runs), so curves
     can be compared sequence by sequence (`Curve.per_sequence`).
@@ -252,7 +291,8 @@ def evaluate(
         return _evaluate_steps(learner, family, check_budgets(budgets), num_sequences, key, seed)
     budgets, length = example_setting(learner, family, budgets, length)
     regression = family.num_classes is None
-    metrics = tuple(metrics or ("mse" if regression else "accuracy",))
+    asked = metrics is not None
+    metrics = tuple(metrics) if asked else ("mse",) if regression else CLASSIFICATION_METRICS
     allowed = ("mse",) if regression else CLASSIFICATION_METRICS
     for m in metrics:
         if m not in allowed:
@@ -272,21 +312,42 @@ def evaluate(
             subset,
             jax.random.fold_in(k_eval, i),
             metrics,
+            optional=() if asked else PROBABILITY_METRICS,
         )
-        for metric in metrics:
-            out.append(
-                curve_of(
-                    learner.name,
-                    family.spec,
-                    metric,
-                    "examples",
-                    budgets,
-                    values[metric],
-                    seed,
-                    subset,
-                )
-            )
+        for metric, per in values.items():
+            setting = (learner.name, family.spec, metric, "examples", budgets, per, seed, subset)
+            if metric == "ece":
+                k_boot = jax.random.fold_in(jax.random.fold_in(k_eval, i), ECE_RESAMPLES)
+                out.append(ece_curve(*setting, key=k_boot))
+            else:
+                out.append(curve_of(*setting))
     return Curves(tuple(out))
+
+
+def ece_curve(learner, spec, metric, unit, budgets, gaps, seed, subset, *, key) -> Curve:
+    """The expected calibration error at each budget from per-query gaps [N, B, bins], with
+    the standard deviation over `ECE_RESAMPLES` bootstrap resamples of the sequences as its
+    standard error (the ECE is a statistic of the whole set, not a mean over sequences).
+    `per_sequence` keeps the gaps."""
+    n = len(gaps)
+    picks = np.asarray(jax.random.randint(key, (ECE_RESAMPLES, n), 0, n))
+    counts = np.zeros((ECE_RESAMPLES, n))
+    np.add.at(counts, (np.arange(ECE_RESAMPLES)[:, None], picks), 1.0)
+    sums = (counts @ gaps.reshape(n, -1)).reshape(ECE_RESAMPLES, *gaps.shape[1:])
+    resampled = np.abs(sums).sum(-1) / n  # [R, B]
+    return Curve(
+        learner,
+        spec,
+        metric,
+        unit,
+        budgets,
+        tuple(map(float, expected_calibration_error(gaps))),
+        tuple(map(float, resampled.std(0, ddof=1))),
+        n,
+        -1 if seed is None else seed,
+        subset,
+        gaps,
+    )
 
 
 def curve_of(
@@ -328,13 +389,18 @@ def _evaluate_steps(learner, problem, budgets, num_runs, key, seed) -> Curves:
     )
 
 
-def _per_sequence(name, predict, family, budgets, num, length, subset, key, metrics):
-    """metric -> its values [num, len(budgets)], per sequence."""
+def _per_sequence(name, predict, family, budgets, num, length, subset, key, metrics, optional):
+    """metric -> its values [num, len(budgets)] per sequence ([num, B, bins] for 'ece'); the
+    `optional` metrics are left out, rather than refused, for a learner without
+    probabilities."""
     rows: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
     for pred, target in chunks(predict, family, budgets, num, length, subset, key):
         for m in metrics:
             fn, needs_probs = METRICS[m]
             if needs_probs and pred.log_probs is None:
+                if m in optional:
+                    rows.pop(m, None)
+                    continue
                 raise UserError(f"learner {name!r} gives no probabilities, so no {m!r}")
             rows[m].append(np.asarray(fn(pred, target), np.float64))
     return {m: np.concatenate(r)[:num] for m, r in rows.items()}

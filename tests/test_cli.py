@@ -116,8 +116,12 @@ def test_eval_a_run_beside_baselines(tiny_run, tmp_path, capsys):
     ]
     assert main(argv) == 0
     records = json.loads(out.read_text())
-    assert len(records) == 4 and out.with_suffix(".png").is_file()
-    assert {r["learner"] for r in records} == {"tiny", "knn"}
+    assert len(records) == 10 and out.with_suffix(".png").is_file()
+    metrics = {
+        name: {r["metric"] for r in records if r["learner"] == name} for name in ("tiny", "knn")
+    }
+    # calibration where there are probabilities (the model), accuracy alone where not (1-NN)
+    assert metrics == {"tiny": {"accuracy", "nll", "brier", "ece"}, "knn": {"accuracy"}}
     assert all(r["budget"] == [0, 2, 7] for r in records)
     assert "knn" in capsys.readouterr().out
 
@@ -229,7 +233,7 @@ def test_one_evaluation_reports_accuracy_and_likelihood(tiny_run):
     fam = data.from_spec("projected:base=digits,dim=8")
     key = jax.random.key(5)
     both = metalearn.evaluate(learner, fam, [0, 3, 7], 16, key, metrics=("accuracy", "nll"))
-    alone = metalearn.evaluate(learner, fam, [0, 3, 7], 16, key).get()
+    alone = metalearn.evaluate(learner, fam, [0, 3, 7], 16, key).get(metric="accuracy")
     assert both.get(metric="accuracy").mean == alone.mean  # the same sequences
     nll = np.asarray(both.get(metric="nll").mean)
     assert np.isfinite(nll).all() and (nll > 0).all()
@@ -255,7 +259,7 @@ def test_predictions_of_two_learners_on_the_same_sequences(tiny_run):
     fam = data.from_spec("projected:base=digits,dim=8")
     key, budgets = jax.random.key(6), [0, 3, 7]
     mine = collect(learner, fam, budgets, 24, key)
-    curve = metalearn.evaluate(learner, fam, budgets, 24, key).get()
+    curve = metalearn.evaluate(learner, fam, budgets, 24, key).get(metric="accuracy")
     np.testing.assert_allclose((mine.value == mine.target).mean(0), curve.mean)
     knn = collect(baseline("knn"), fam, budgets, 24, key)
     assert disagreement(mine, mine).sum() == 0 and np.abs(kl_divergence(mine, mine)).max() < 1e-9

@@ -14,9 +14,12 @@ from metalearn.icl.tokens import tokens
 L = 8
 
 
-@pytest.fixture(scope="module", params=["transformer", "transformer-noshift", "lstm"])
+KINDS = ["transformer", "transformer-noshift", "lstm", "fast_weights"]
+
+
+@pytest.fixture(scope="module", params=KINDS)
 def model(request):
-    kind = request.param.split("-")[0]
+    kind = request.param.removesuffix("-noshift")
     cfg = ModelConfig(kind=kind, depth=2, width=16, heads=2, shift="noshift" not in request.param)
     fam = data.make("random", dim=4, num_classes=3, items=3)
     learner = InContextLearner.for_family(cfg, fam, L)
@@ -87,3 +90,40 @@ def test_every_model_has_finite_nonzero_gradients(model):
     leaves = jax.tree_util.tree_leaves(grads)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
     assert sum(float(jnp.abs(g).sum()) for g in leaves) > 0
+
+
+def test_state_sizes_follow_their_formulas():
+    """A transformer's state grows with the length, an LSTM's with the width, the fast
+    weights' with width^2 / heads (at one parameter count: heads change no parameter)."""
+    t = ModelConfig(kind="transformer", depth=2, width=16, heads=2)
+    assert t.state_size(10) == 2 * 2 * 10 * 16 and t.state_size(20) == 2 * t.state_size(10)
+    assert ModelConfig(kind="lstm", depth=2, width=16).state_size(10) == 2 * 2 * 16
+    fam = data.make("random", dim=4, num_classes=3, items=3)
+    sizes, params = [], []
+    for heads in (1, 4):
+        cfg = ModelConfig(kind="fast_weights", depth=2, width=16, heads=heads)
+        learner = InContextLearner.for_family(cfg, fam, L)
+        params.append(learner.num_params(learner.init(jax.random.key(0))) - heads * 2 * 17)
+        sizes.append(cfg.state_size(L))
+    assert sizes == [2 * 16 * 16, 2 * 16 * 16 // 4]
+    assert params[0] == params[1]  # beyond the per-head write rates, the same parameters
+
+
+def test_fast_weight_memory_follows_the_delta_rule():
+    """Two heads, the write rate saturated on the first: what is stored under a unit key reads
+    back at that key, a second write under it replaces the first, a write under an orthogonal
+    key leaves it alone; half the rate moves halfway."""
+    from metalearn.icl.fast_weights import delta_write, read
+
+    k = jnp.array([[0.6, 0.8, 0.0], [0.6, 0.8, 0.0]])
+    k2 = jnp.array([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    beta = jnp.array([1.0, 0.5])
+    s = jnp.zeros((2, 3, 3))
+    v1, v2 = jnp.array([[1.0, 2.0, 3.0]] * 2), jnp.array([[-1.0, 0.0, 1.0]] * 2)
+    s = delta_write(s, k, v1, beta)
+    np.testing.assert_allclose(read(s, k), [[1.0, 2.0, 3.0], [0.5, 1.0, 1.5]], rtol=1e-6)
+    s = delta_write(s, k, v2, beta)
+    np.testing.assert_allclose(read(s, k), [[-1.0, 0.0, 1.0], [-0.25, 0.5, 1.25]], rtol=1e-6)
+    before = read(s, k)
+    s = delta_write(s, k2, v1, beta)
+    np.testing.assert_allclose(read(s, k), before, rtol=1e-6)
