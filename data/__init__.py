@@ -6,6 +6,7 @@ from typing import Any
 
 from metalearn.core.errors import UserError
 from metalearn.data.base import SUBSETS, Batch, TaskFamily
+from metalearn.data.functions import DecisionTree, ReluNet, SparseLinear
 from metalearn.data.images import Images
 from metalearn.data.linear import LinearRegression
 from metalearn.data.projected import Projected
@@ -13,7 +14,16 @@ from metalearn.data.random_labels import RandomLabels
 from metalearn.data.spec import build, describe, format_spec, parse_spec
 
 FAMILIES: dict[str, type[TaskFamily]] = {
-    cls.name: cls for cls in (Images, LinearRegression, Projected, RandomLabels)
+    cls.name: cls
+    for cls in (
+        Images,
+        LinearRegression,
+        Projected,
+        RandomLabels,
+        SparseLinear,
+        ReluNet,
+        DecisionTree,
+    )
 }
 
 
@@ -38,10 +48,13 @@ __all__ = [
     "SUBSETS",
     "Batch",
     "TaskFamily",
+    "DecisionTree",
     "Images",
     "LinearRegression",
     "Projected",
     "RandomLabels",
+    "ReluNet",
+    "SparseLinear",
     "make",
     "from_spec",
     "parse_spec",

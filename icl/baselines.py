@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from metalearn.core.errors import UserError
+from metalearn.icl.fitted import FITTED, FittedBaseline
 from metalearn.meta.evaluate import Predictions
 from metalearn.meta.tuning import LEARNING_RATES, best_of
 
@@ -27,6 +28,9 @@ Rule = Callable[..., jax.Array | tuple[jax.Array, jax.Array]]
 
 def _mask(length: int, k: jax.Array) -> jax.Array:
     return (jnp.arange(length) < k).astype(jnp.float32)
+
+
+RIDGE_FLOOR = 1e-3
 
 
 def ridge_rule(lam: float) -> Rule:
@@ -143,6 +147,49 @@ def logistic_rule(optimizer: Callable[..., optax.GradientTransformation], steps:
     return rule
 
 
+def mlp_rule(
+    optimizer: Callable[..., optax.GradientTransformation], hidden: int, steps: int
+) -> Rule:
+    """A two-layer ReLU network trained full-batch for `steps` on the seen examples (squared
+    error, or cross-entropy for classification), from one fixed initialization (Garg et al.
+    2022's 'two-layer network trained by gradient descent on the prompt')."""
+
+    def rule(x, y, k, num_classes, lr):
+        opt = optimizer(lr)
+        m = _mask(x.shape[0], k)
+        out = 1 if num_classes is None else num_classes
+        k1, k2 = jax.random.split(jax.random.key(0))
+        params = (
+            jax.random.normal(k1, (x.shape[1], hidden)) / jnp.sqrt(x.shape[1]),
+            jnp.zeros(hidden),
+            jax.random.normal(k2, (hidden, out)) / jnp.sqrt(hidden),
+        )
+
+        def forward(p, x):
+            return jax.nn.relu(x @ p[0] + p[1][None]) @ p[2]
+
+        def loss(p):
+            o = forward(p, x)
+            if num_classes is None:
+                per = (o[:, 0] - y) ** 2
+            else:
+                per = optax.softmax_cross_entropy_with_integer_labels(o, y)
+            return jnp.sum(per * m) / jnp.maximum(k, 1)
+
+        def step(carry, _):
+            p, s = carry
+            u, s = opt.update(jax.grad(loss)(p), s, p)
+            return (optax.apply_updates(p, u), s), None
+
+        (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
+        o = forward(params, x[k][None])[0]
+        if num_classes is None:
+            return o[0]
+        return jnp.argmax(o), jax.nn.log_softmax(o)
+
+    return rule
+
+
 @dataclasses.dataclass(frozen=True)
 class Baseline:
     """A named rule, the kinds of family it applies to, and an optional tuned learning rate."""
@@ -172,15 +219,19 @@ class Baseline:
         return lambda x, y: _predictions(predict(x, y, lr))
 
     def tune(self, predict, family: Any, length: int, budgets: Sequence[int], key: jax.Array):
-        """The grid learning rate with the best mean accuracy over `budgets`, on tasks drawn
-        from `key` (never the evaluation tasks)."""
+        """The grid learning rate with the best mean accuracy (or least squared error) over
+        `budgets`, on tasks drawn from `key` (never the evaluation tasks)."""
         subset = "unseen" if family.num_tasks is not None else "all"
         batch = family.sample(key, self.tune_sequences, length, subset)
         target = batch.y[:, jnp.asarray(budgets)]
-        return best_of(
-            self.lr_grid,
-            lambda lr: float(jnp.mean(_predictions(predict(batch.x, batch.y, lr)).value == target)),
-        )
+
+        def score(lr: float) -> float:
+            value = _predictions(predict(batch.x, batch.y, lr)).value
+            if family.num_classes is None:
+                return -float(jnp.mean((value - target) ** 2))
+            return float(jnp.mean(value == target))
+
+        return best_of(self.lr_grid, score)
 
 
 def _predictions(out) -> Predictions:
@@ -196,13 +247,15 @@ def _vectorize(rule: Rule, budgets: Sequence[int], num_classes: int | None):
     return jax.jit(jax.vmap(per_seq, in_axes=(0, 0, None)))
 
 
-BASELINES: dict[str, Baseline] = {
+BASELINES: dict[str, Baseline | FittedBaseline] = {
     b.name: b
     for b in (
         Baseline(
             "ridge",
             ("regression",),
-            lambda f: ridge_rule(max(getattr(f, "noise", 0.0) ** 2, 1e-6)),
+            # floored so that noiseless families (Garg et al.'s) stay solvable in float32: at
+            # 1e-6 a prefix shorter than dim made the solve return NaN
+            lambda f: ridge_rule(max(getattr(f, "noise", 0.0) ** 2, RIDGE_FLOOR)),
             "posterior mean, lambda = noise^2 (Bayes-optimal for linear_regression)",
         ),
         Baseline(
@@ -250,11 +303,20 @@ BASELINES: dict[str, Baseline] = {
             "linear classifier, 100 steps of Adam, tuned lr",
             lr_grid=LEARNING_RATES,
         ),
+        Baseline(
+            "mlp_adam",
+            ("classification", "regression"),
+            lambda f: mlp_rule(optax.adam, hidden=100, steps=200),
+            "two-layer ReLU net (100 hidden), 200 steps of Adam on the seen examples, tuned lr",
+            lr_grid=LEARNING_RATES,
+            tune_sequences=64,
+        ),
     )
 }
+BASELINES.update({b.name: b for b in FITTED})
 
 
-def baseline(name: str) -> Baseline:
+def baseline(name: str) -> Baseline | FittedBaseline:
     if name not in BASELINES:
         raise UserError(
             f"unknown learner {name!r}; baselines: {', '.join(BASELINES)} (or a run directory)"

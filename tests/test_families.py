@@ -17,6 +17,9 @@ SPECS = [
     "projected:base=digits,dim=6",
     "random:dim=6,num_classes=4,items=3",
     "images:base=digits,num_classes=12",
+    "sparse_linear:dim=6,sparsity=2",
+    "relu_net:dim=5,hidden=7",
+    "decision_tree:dim=5,depth=3",
 ]
 
 
@@ -119,6 +122,10 @@ def test_spec_round_trip():
         ("projected:base=what", ["unknown base", "'what'", ".npz"]),
         ("projected:split=val", ["split", "'val'", "train"]),
         ("random:items=0", ["items", "0"]),
+        ("sparse_linear:dim=4,sparsity=5", ["sparsity", "1..dim (4)", "5"]),
+        ("decision_tree:depth=0", ["depth", "1..12", "0"]),
+        ("linear_regression:scale=0", ["scale", "> 0"]),
+        ("linear_regression:orthant=true,orthogonal=true", ["orthant and orthogonal"]),
     ],
 )
 def test_bad_specs_say_what_is_wrong(spec, words):
