@@ -6,6 +6,7 @@ from typing import Any
 
 from metalearn.core.errors import UserError
 from metalearn.data.base import SUBSETS, Batch, TaskFamily
+from metalearn.data.bursty import Bursty
 from metalearn.data.functions import DecisionTree, ReluNet, SparseLinear
 from metalearn.data.images import Images
 from metalearn.data.linear import LinearRegression
@@ -16,6 +17,7 @@ from metalearn.data.spec import build, describe, format_spec, parse_spec
 FAMILIES: dict[str, type[TaskFamily]] = {
     cls.name: cls
     for cls in (
+        Bursty,
         Images,
         LinearRegression,
         Projected,
@@ -48,6 +50,7 @@ __all__ = [
     "SUBSETS",
     "Batch",
     "TaskFamily",
+    "Bursty",
     "DecisionTree",
     "Images",
     "LinearRegression",

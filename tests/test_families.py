@@ -20,6 +20,7 @@ SPECS = [
     "sparse_linear:dim=6,sparsity=2",
     "relu_net:dim=5,hidden=7",
     "decision_tree:dim=5,depth=3",
+    "bursty:dim=6,classes=40,heldout=5,num_classes=8,zipf=1",
 ]
 
 

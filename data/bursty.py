@@ -1,0 +1,141 @@
+"""Bursty few-shot sequences over many classes (Chan et al. 2022, "Data Distributional
+Properties Drive Emergent In-Context Learning in Transformers"; Singh et al. 2023, "The
+Transient Nature of Emergent In-Context Learning").
+
+Classes are synthetic: class c has a prototype drawn from the family's seed, and its examples
+are the prototype plus Gaussian noise. A sequence has `length` examples; the last is the
+query, the others its context, in random order. Three modes:
+
+- `train`: the query's class is drawn from a Zipf law over the `classes` training classes
+  (p(c) proportional to (c+1)^-zipf); with probability `burstiness` the sequence is bursty:
+  `burst` context examples share the query's class and the rest share one distractor class;
+  otherwise every context class is drawn from the Zipf law. Labels are fixed per class
+  (class c -> a label drawn once from the seed), so they can be learned in the weights.
+- `fewshot` (in-context evaluation): query and distractor from `heldout` classes never
+  trained on, given two fresh distinct labels per sequence: only the context tells them.
+- `absent` (in-weights evaluation): training classes with their fixed labels, the query's
+  class never in the context: only the weights tell it.
+
+A task is a sequence's class assignment (its classes and labels); with `num_tasks=M` a pool
+of M such assignments repeats, as in every family.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from metalearn.core.errors import UserError
+from metalearn.data.base import Kind, TaskFamily
+
+MODES = ("train", "fewshot", "absent")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Bursty(TaskFamily):
+    """Zipf-distributed, bursty few-shot classification of synthetic Gaussian classes."""
+
+    name: ClassVar[str] = "bursty"
+    kind: ClassVar[Kind] = "classification"
+    dim: int = 32
+    classes: int = 1600
+    heldout: int = 100
+    num_classes: int = 32  # type: ignore[assignment]
+    noise: float = 0.1
+    zipf: float = 0.0
+    burstiness: float = 0.9
+    burst: int = 3
+    mode: str = "train"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for opt in ("dim", "classes", "heldout", "burst"):
+            if getattr(self, opt) < 1:
+                raise UserError(
+                    f"bursty option {opt} must be a positive int, got {getattr(self, opt)}"
+                )
+        if self.classes < 2 or self.heldout < 2:
+            raise UserError(
+                f"bursty needs classes >= 2 and heldout >= 2, got {self.classes} and {self.heldout}"
+            )
+        if self.num_classes < 2:
+            raise UserError(
+                f"bursty option num_classes (labels) must be >= 2, got {self.num_classes}"
+            )
+        if self.noise < 0 or self.zipf < 0:
+            raise UserError(
+                f"bursty options noise and zipf must be >= 0, got {self.noise} and {self.zipf}"
+            )
+        if not 0.0 <= self.burstiness <= 1.0:
+            raise UserError(f"bursty option burstiness must be in [0, 1], got {self.burstiness}")
+        if self.mode not in MODES:
+            raise UserError(
+                f"bursty option mode must be one of {', '.join(MODES)}, got {self.mode!r}"
+            )
+
+    @property
+    def input_dim(self) -> int:
+        return self.dim
+
+    def _keys(self) -> tuple[jax.Array, jax.Array]:
+        """The seed's prototype and fixed-label keys (apart from the pool's task keys)."""
+        k_proto, k_label = jax.random.split(jax.random.split(self.pool_key())[1])
+        return k_proto, k_label
+
+    def fixed_label(self, c: jax.Array) -> jax.Array:
+        """The label of training class c (drawn once from the seed)."""
+        return jax.random.randint(jax.random.fold_in(self._keys()[1], c), (), 0, self.num_classes)
+
+    def zipf_classes(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        logits = -self.zipf * jnp.log(jnp.arange(1, self.classes + 1, dtype=jnp.float32))
+        return jax.random.categorical(key, logits, shape=shape).astype(jnp.int32)
+
+    def sample_task(self, key: jax.Array) -> jax.Array:
+        """The key of a sequence's class assignment: the classes and labels depend on the
+        length asked for (the query is the last example), so `sample_sequence` draws them
+        from it (`assignment`), and the sequence key draws the examples' noise."""
+        return key
+
+    def assignment(self, key: jax.Array, length: int) -> tuple[jax.Array, jax.Array]:
+        """Class [length] and label [length] of each position, the query last."""
+        k_q, k_d, k_ctx, k_burst, k_lab, k_perm = jax.random.split(key, 6)
+        ctx = length - 1
+        if self.mode == "fewshot":
+            pair = self.classes + jax.random.choice(k_q, self.heldout, (2,), replace=False)
+            labels = jax.random.choice(k_lab, self.num_classes, (2,), replace=False)
+            slots = jnp.arange(ctx) < min(self.burst, ctx)  # burst of the query's class
+            cls = jnp.where(slots, pair[0], pair[1])
+            lab = jnp.where(slots, labels[0], labels[1])
+            order = jax.random.permutation(k_perm, ctx)
+            cls = jnp.concatenate([cls[order], pair[:1]])
+            lab = jnp.concatenate([lab[order], labels[:1]])
+            return cls.astype(jnp.int32), lab.astype(jnp.int32)
+        q = self.zipf_classes(k_q, ())
+        iid = self.zipf_classes(k_ctx, (ctx,))
+        if self.mode == "absent":
+            # the query's class never in the context: a draw equal to it moves to the next class
+            iid = jnp.where(iid == q, (iid + 1) % self.classes, iid)
+            context = iid
+        else:
+            d = self.zipf_classes(k_d, ())
+            d = jnp.where(d == q, (d + 1) % self.classes, d)  # the distractor is another class
+            slots = jnp.arange(ctx) < min(self.burst, ctx)
+            bursty = jax.random.bernoulli(k_burst, self.burstiness)
+            context = jnp.where(bursty, jnp.where(slots, q, d), iid)
+        context = context[jax.random.permutation(k_perm, ctx)]
+        cls = jnp.concatenate([context, q[None]]).astype(jnp.int32)
+        return cls, jax.vmap(self.fixed_label)(cls).astype(jnp.int32)
+
+    def sample_sequence(
+        self, task: jax.Array, key: jax.Array, length: int
+    ) -> tuple[jax.Array, jax.Array]:
+        cls, lab = self.assignment(task, length)
+        k_proto, _ = self._keys()
+        protos = jax.vmap(lambda c: jax.random.normal(jax.random.fold_in(k_proto, c), (self.dim,)))(
+            cls
+        )
+        x_LD = protos + self.noise * jax.random.normal(key, (length, self.dim))
+        return x_LD, lab

@@ -1,0 +1,53 @@
+"""The bursty family's class statistics: burstiness, the Zipf law over classes, and what the
+in-context (fewshot) and in-weights (absent) evaluations promise."""
+
+import jax
+import numpy as np
+
+from metalearn import data
+
+L = 9  # 8 context examples and the query
+
+
+def assignments(n: int, **options):
+    fam = data.make("bursty", dim=4, **options)
+    keys = jax.random.split(jax.random.key(0), n)
+    cls, lab = jax.vmap(lambda k: fam.assignment(k, L))(keys)
+    return fam, np.asarray(cls), np.asarray(lab)
+
+
+def test_burstiness_is_the_fraction_of_bursty_sequences():
+    _, cls, _ = assignments(4000, classes=1000, burstiness=0.7, burst=3)
+    in_context = (cls[:, :-1] == cls[:, -1:]).sum(1)
+    # bursty: exactly `burst` copies of the query's class (the other 5 share a distractor);
+    # otherwise classes are iid over 1000, so the query's class almost never recurs
+    bursty = (in_context == 3) & (np.array([len(set(r[:-1])) for r in cls]) == 2)
+    se = np.sqrt(0.7 * 0.3 / len(cls))
+    assert abs(bursty.mean() - 0.7) < 3 * se
+    assert (in_context[~bursty] <= 1).mean() > 0.99
+
+
+def test_query_classes_follow_the_zipf_law():
+    _, cls, _ = assignments(20000, classes=20, zipf=1.2)
+    counts = np.bincount(cls[:, -1], minlength=20)
+    slope = np.polyfit(np.log(np.arange(1, 21)), np.log(counts), 1)[0]
+    assert abs(slope + 1.2) < 0.1
+    _, flat, _ = assignments(20000, classes=20, zipf=0.0)
+    slope = np.polyfit(np.log(np.arange(1, 21)), np.log(np.bincount(flat[:, -1])), 1)[0]
+    assert abs(slope) < 0.1
+
+
+def test_fixed_labels_fresh_labels_and_absent_queries():
+    fam, cls, lab = assignments(500, classes=50, heldout=10)
+    # training sequences: each class always carries its one label
+    for c in np.unique(cls):
+        assert len(set(lab[cls == c])) == 1
+    _, cls, lab = assignments(500, classes=50, heldout=10, mode="fewshot", burst=4)
+    assert (cls >= 50).all() and (cls < 60).all()  # held-out classes only
+    assert ((cls[:, :-1] == cls[:, -1:]).sum(1) == 4).all()  # the query's class, 4 times
+    per_seq = [dict(zip(c, lb, strict=True)) for c, lb in zip(cls, lab, strict=True)]
+    assert all(len(set(m.values())) == 2 for m in per_seq)  # two distinct labels
+    labels_of_one_class = {m[c] for m, c in zip(per_seq, cls[:, -1], strict=True) if c == 50}
+    assert len(labels_of_one_class) > 2  # fresh per sequence, not fixed
+    _, cls, _ = assignments(500, classes=50, mode="absent")
+    assert not (cls[:, :-1] == cls[:, -1:]).any()
