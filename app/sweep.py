@@ -445,7 +445,7 @@ def _record(
 ) -> dict[str, Any]:
     """Complete a point's status from its metrics and write it (atomically): wall_s is its
     share of the wall time when `batch` points trained together."""
-    from metalearn.meta.logs import read_metrics
+    from metalearn.meta.logs import plateau_length, read_metrics
 
     metrics = run_dir / "metrics.jsonl"
     losses = [r for r in read_metrics(metrics) if "loss" in r] if metrics.exists() else []
@@ -453,6 +453,7 @@ def _record(
         wall_s=wall_s,
         steps_per_s=losses[-1].get("steps_per_s") if losses else None,
         final_loss=losses[-1]["loss"] if losses else None,
+        plateau_steps=plateau_length(losses),
         resumed=resumed,
         batch=batch,
     )
@@ -477,6 +478,7 @@ def write_table(out: Path, todo: list[Point]):
             "batch": status.get("batch", 1),
             "train_flops": status.get("train_flops"),
             "final_train_loss": status.get("final_loss"),
+            "plateau_steps": status.get("plateau_steps"),
         }
         results = run_dir / "results.json"
         if status["status"] != "done" or not results.exists():

@@ -13,6 +13,9 @@ from metalearn.core.errors import UserError
 from metalearn.core.files import atomic_write
 from metalearn.transitions import order_values
 
+# per-point columns of the table that can be plotted like a metric (one value per point)
+POINT_COLUMNS = ("final_train_loss", "plateau_steps", "train_flops", "wall_s", "steps_per_s")
+
 
 def tick_label(value: str, powers_of_two: bool) -> str:
     if value == "none":
@@ -43,10 +46,16 @@ def select(
     budget: int | None = None,
     family: str | None = None,
 ):
-    """The rows of one learner, metric, subset, family and budget, and what was chosen."""
+    """The rows of one learner, metric, subset, family and budget, and what was chosen; a
+    point's own column (`POINT_COLUMNS`, e.g. plateau_steps) as the metric gives one row per
+    point instead."""
     done = frame[frame["status"] == "done"]
     if done.empty:
         raise UserError("the sweep has no finished point to plot")
+    if metric in POINT_COLUMNS and metric in done.columns:
+        rows = done.drop_duplicates("point")
+        rows = rows.assign(mean=rows[metric].astype(float), stderr=np.nan)
+        return rows, {"learner": "training", "metric": metric, "subset": None, "budget": None}
 
     def pick(column: str, value, default):
         allowed = sorted(done[column].dropna().unique().tolist(), key=str)
@@ -90,7 +99,8 @@ def plot_sweep(
     budget: int | None = None,
     family: str | None = None,
 ) -> Path:
-    """Write DIR/plot_<metric>_<subset>.png from DIR/results.parquet; returns its path.
+    """Write DIR/plot_<metric>_<subset>.png (DIR/plot_<column>.png for a point column) from
+    DIR/results.parquet; returns its path.
 
     By default each point is shown on its own training family (where the table says which),
     on unseen tasks (fresh ones for points without a pool). Points with several seeds show
@@ -132,6 +142,8 @@ def plot_sweep(
 
     what = (
         f"{chosen['learner']} {chosen['metric']} [{chosen['subset']}] at budget {chosen['budget']}"
+        if chosen["subset"] is not None
+        else chosen["metric"]
     )
     fig, ax = plt.subplots(figsize=(6, 4.5))
     xs = order_values(rows[axes[0]])
@@ -168,7 +180,8 @@ def plot_sweep(
         fig.colorbar(image, ax=ax, label=what)
     ax.set_title(f"{sweep_dir.name}: {what}", fontsize=8)
     fig.tight_layout()
-    out = sweep_dir / f"plot_{chosen['metric']}_{chosen['subset']}.png"
+    suffix = f"_{chosen['subset']}" if chosen["subset"] is not None else ""
+    out = sweep_dir / f"plot_{chosen['metric']}{suffix}.png"
     atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
     plt.close(fig)
     return out

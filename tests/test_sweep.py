@@ -198,6 +198,8 @@ def _synthetic_sweep(folder, grid: dict[str, list[str]]):
                     {
                         **settings,
                         "seed": seed,
+                        "point": f"{combo}-{seed}",
+                        "plateau_steps": 100 * (len(combo[0]) + seed),
                         "status": "done",
                         "learner": "model",
                         "family": f"f{pool}",
@@ -228,6 +230,23 @@ def test_plots_of_one_and_two_grid_keys(tmp_path):
         plot_sweep(two, x="batch_size")
     with pytest.raises(UserError, match="learner 'knn' is not in the table"):
         plot_sweep(two, learner="knn")
+    # a point's own column, one value per point, averaged over seeds
+    assert plot_sweep(one, metric="plateau_steps").name == "plot_plateau_steps.png"
+
+
+def test_plateau_length_from_the_training_log():
+    from metalearn.meta.logs import plateau_length
+
+    def log(losses):
+        return [{"step": 10 * (i + 1), "loss": v} for i, v in enumerate(losses)]
+
+    flat_then_down = log([2.30, 2.31, 2.28, 2.25, 2.06, 1.5, 0.9])
+    assert plateau_length(flat_then_down) == 50  # first at or below 0.9 x 2.30 = 2.07
+    assert plateau_length(flat_then_down, margin=0.5) == 70
+    assert plateau_length(log([2.3, 2.2, 2.25])) is None  # still on the plateau
+    assert plateau_length([{"step": 5, "eval/acc": 0.5}]) is None
+    with pytest.raises(UserError, match="fraction in"):
+        plateau_length(flat_then_down, margin=1.5)
 
 
 def test_workers_give_the_table_one_process_gives(tmp_path):
