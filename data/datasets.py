@@ -41,10 +41,16 @@ def load_base(base: str, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=8)
-def load_normalized(base: str, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+def load_normalized(
+    base: str, split: str = "train", size: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """`load_base` with inputs z-normalized: per-feature mean removed, then one global scale
-    (so constant pixels stay finite and images keep their relative contrast)."""
+    (so constant pixels stay finite and images keep their relative contrast). With `size`,
+    images are first made grayscale and resized to size x size (GPICL brings every dataset
+    to one input size this way, so one projection shape serves them all)."""
     x, y = load_base(base, split)
+    if size is not None:
+        x = resized_gray(base, x, size)
     x = x - x.mean(0, keepdims=True)
     scale = float(np.sqrt((x**2).mean()))
     if not np.isfinite(scale):
@@ -53,6 +59,23 @@ def load_normalized(base: str, split: str = "train") -> tuple[np.ndarray, np.nda
             "square overflows); rescale the inputs"
         )
     return x / max(scale, 1e-8), y
+
+
+def resized_gray(base: str, x: np.ndarray, size: int) -> np.ndarray:
+    """Flattened square images [n, D] -> grayscale (the channels' mean) resized to
+    [n, size * size] (bilinear, antialiased when shrinking)."""
+    import jax
+    import jax.numpy as jnp
+
+    shape = image_shape(x.shape[1])
+    if shape is None:
+        raise UserError(
+            f"base {base!r} has inputs of size {x.shape[1]}, not square images with 1 or 3 "
+            "channels, so they cannot be resized (leave size unset)"
+        )
+    gray = x.reshape(len(x), *shape).mean(-1)
+    out = jax.image.resize(jnp.asarray(gray), (len(x), size, size), "linear", antialias=True)
+    return np.asarray(out, np.float32).reshape(len(x), size * size)
 
 
 def check_classes(base: str, y: np.ndarray, num_classes: int) -> None:

@@ -23,7 +23,9 @@ class Projected(TaskFamily):
     """Tasks x' = A x, y' = perm(y) over a z-normalized base dataset.
 
     Options: base (a name, .npz or .parquet path), dim (projected size), num_classes (labels
-    permuted among this many; must cover every label of the base), split (train or test).
+    permuted among this many; must cover every label of the base), split (train or test),
+    size (none: the base's own inputs; n: images made grayscale and resized to n x n first,
+    GPICL's one input size for every dataset).
     """
 
     name: ClassVar[str] = "projected"
@@ -32,16 +34,21 @@ class Projected(TaskFamily):
     dim: int = 32
     num_classes: int = 10  # type: ignore[assignment]
     split: str = "train"
+    size: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.dim < 1:
             raise UserError(f"projected option dim must be a positive int, got {self.dim}")
+        if self.size is not None and self.size < 1:
+            raise UserError(
+                f"projected option size must be a positive int or none, got {self.size}"
+            )
         if self.num_classes < 2:
             raise UserError(f"projected option num_classes must be >= 2, got {self.num_classes}")
         # z-normalized, so a projection with A_ij ~ N(0, 1/D_in) gives inputs of unit variance
         # on average
-        x, y = load_normalized(self.base, self.split)
+        x, y = load_normalized(self.base, self.split, self.size)
         check_classes(self.base, y, self.num_classes)
         # a family first built inside a jit trace must still hold concrete arrays
         with jax.ensure_compile_time_eval():

@@ -123,6 +123,7 @@ def test_spec_round_trip():
         ("projected:base=what", ["unknown base", "'what'", ".npz"]),
         ("projected:split=val", ["split", "'val'", "train"]),
         ("random:items=0", ["items", "0"]),
+        ("projected:base=digits,size=0", ["size", "positive", "0"]),
         ("sparse_linear:dim=4,sparsity=5", ["sparsity", "1..dim (4)", "5"]),
         ("decision_tree:depth=0", ["depth", "1..12", "0"]),
         ("linear_regression:scale=0", ["scale", "> 0"]),
@@ -134,3 +135,20 @@ def test_bad_specs_say_what_is_wrong(spec, words):
         data.from_spec(spec)
     for w in words:
         assert w in str(e.value)
+
+
+def test_one_input_size_for_every_dataset():
+    """GPICL's input treatment: grayscale, resized, then z-normalized, whatever the base."""
+    from metalearn.data.datasets import resized_gray
+
+    rgb = np.zeros((2, 4, 4, 3), np.float32) + np.array([0.0, 3.0, 6.0], np.float32)
+    rgb[1, :2] += 3.0  # the second image: a brighter top half
+    gray = resized_gray("rgb", rgb.reshape(2, -1), 2).reshape(2, 2, 2)
+    np.testing.assert_allclose(gray[0], 3.0, rtol=1e-6)  # the channels' mean
+    # shrinking averages neighbours: the mean stays, the brighter half stays brighter
+    np.testing.assert_allclose(gray[1].mean(), 4.5, rtol=1e-6)
+    assert (gray[1, 0] > gray[1, 1] + 1.0).all()
+    with pytest.raises(UserError, match="not square images"):
+        resized_gray("odd", np.zeros((2, 7), np.float32), 2)
+    fam = data.from_spec("projected:base=digits,dim=5,size=12")
+    assert fam.base_size == (1437, 144) and fam.input_dim == 5
