@@ -4,6 +4,9 @@
     metalearn fit sweeps/gpicl_scaling --x flops --y loss --holdout largest
 
 Study 2's setting with fresh tasks for every sequence, at six model widths and three seeds.
+The widths start at 40: in study 2 (1500 steps) a width-16 model never left GPICL's loss
+plateau and width 32 only just did, and a power law in compute does not describe a loss that
+stays at ln 10 until some size.
 The sweep's table has each point's training FLOPs (T (6N + 12 L T d) per sequence, as
 `metalearn bench icl` counts them, times the batch and the steps) and final training loss;
 `metalearn fit` fits L(C) = a C^-b + c to all but the largest width and predicts that one,
@@ -22,4 +25,4 @@ class Config(TransitionConfig):
     family: str = "projected:base=digits,dim=16"
 
 
-SWEEP = {"grid": {"model.width": [8, 12, 16, 24, 32, 48]}, "seeds": 3}
+SWEEP = {"grid": {"model.width": [40, 48, 56, 64, 80, 96]}, "seeds": 3}
