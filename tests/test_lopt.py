@@ -142,7 +142,12 @@ def test_lopt_experiment_end_to_end(tmp_path, capsys):
     argv = ["eval", "--learner", str(out), "--learner", "knn", "--family", "train"]
     assert main([*argv, "--sequences", "4", "--budgets", "0,3", "--out", str(res)]) == 0
     records = json.loads(res.read_text())
-    assert [r["learner"] for r in records] == ["lopt", "knn"]
+    # an optimizer training an MLP on the examples has probabilities: its calibration too
+    metrics = [(r["learner"], r["metric"]) for r in records]
+    assert metrics == [
+        *(("lopt", m) for m in ("accuracy", "nll", "brier", "ece")),
+        ("knn", "accuracy"),
+    ]
     assert {r["budget_unit"] for r in records} == {"examples"}
     # optimization curves from the command line: the run and tuned Adam on an inner problem
     problem = ["--family", "projected:base=digits,dim=8|8|16", "--sequences", "2"]
