@@ -37,6 +37,14 @@ EXPERIMENTS = {
     "task_diversity": ["family=linear_regression:dim=3,noise=0.5,num_tasks=4", *ICL_SMALL],
     "gpicl_transition": ["family=projected:base=digits,dim=8,num_tasks=4", *ICL_SMALL],
     "gpicl_scaling": ["family=projected:base=digits,dim=8", *ICL_SMALL],
+    # a variant replaces the model: fast weights, the kind no other experiment trains
+    "gpicl_state_size": [
+        "family=projected:base=digits,dim=8",
+        "length=8",
+        "eval.budgets=0;3;7",
+        "batch_size=16",
+        "variant=fw2",
+    ],
 }
 
 
