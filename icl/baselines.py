@@ -122,6 +122,18 @@ def nearest_centroid_rule(x, y, k, num_classes, lr):
     return jnp.argmin(jnp.where(counts > 0, d, jnp.inf))
 
 
+def _train(opt: optax.GradientTransformation, loss: Callable, params: Any, steps: int) -> Any:
+    """`steps` full-batch steps of `opt` on `loss` from `params`, as one lax.scan."""
+
+    def step(carry, _):
+        p, s = carry
+        u, s = opt.update(jax.grad(loss)(p), s, p)
+        return (optax.apply_updates(p, u), s), None
+
+    (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
+    return params
+
+
 def logistic_rule(optimizer: Callable[..., optax.GradientTransformation], steps: int) -> Rule:
     """A linear softmax classifier trained full-batch for `steps` on the seen examples."""
 
@@ -135,12 +147,7 @@ def logistic_rule(optimizer: Callable[..., optax.GradientTransformation], steps:
             ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
             return jnp.sum(ce * m) / jnp.maximum(k, 1)
 
-        def step(carry, _):
-            p, s = carry
-            u, s = opt.update(jax.grad(loss)(p), s, p)
-            return (optax.apply_updates(p, u), s), None
-
-        (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
+        params = _train(opt, loss, params, steps)
         logits = x[k] @ params[0] + params[1]
         return jnp.argmax(logits), jax.nn.log_softmax(logits)
 
@@ -176,12 +183,7 @@ def mlp_rule(
                 per = optax.softmax_cross_entropy_with_integer_labels(o, y)
             return jnp.sum(per * m) / jnp.maximum(k, 1)
 
-        def step(carry, _):
-            p, s = carry
-            u, s = opt.update(jax.grad(loss)(p), s, p)
-            return (optax.apply_updates(p, u), s), None
-
-        (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
+        params = _train(opt, loss, params, steps)
         o = forward(params, x[k][None])[0]
         if num_classes is None:
             return o[0]

@@ -60,32 +60,13 @@ class ModelConfig:
         return self.depth * self.width * self.width // self.heads
 
     def build(self, token_dim: int, out_size: int, max_length: int, rngs: nnx.Rngs) -> nnx.Module:
+        sizes = dict(depth=self.depth, width=self.width, rngs=rngs)
         if self.kind == "lstm":
-            return LSTM(
-                token_dim, out_size, max_length, depth=self.depth, width=self.width, rngs=rngs
-            )
+            return LSTM(token_dim, out_size, max_length, **sizes)
+        blocks = dict(heads=self.heads, mlp_ratio=self.mlp_ratio)
         if self.kind == "fast_weights":
-            return FastWeights(
-                token_dim,
-                out_size,
-                max_length,
-                depth=self.depth,
-                width=self.width,
-                heads=self.heads,
-                mlp_ratio=self.mlp_ratio,
-                rngs=rngs,
-            )
-        return Transformer(
-            token_dim,
-            out_size,
-            max_length,
-            depth=self.depth,
-            width=self.width,
-            heads=self.heads,
-            mlp_ratio=self.mlp_ratio,
-            shift=self.shift,
-            rngs=rngs,
-        )
+            return FastWeights(token_dim, out_size, max_length, **sizes, **blocks)
+        return Transformer(token_dim, out_size, max_length, **sizes, **blocks, shift=self.shift)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -335,19 +335,8 @@ def ece_curve(learner, spec, metric, unit, budgets, gaps, seed, subset, *, key) 
     np.add.at(counts, (np.arange(ECE_RESAMPLES)[:, None], picks), 1.0)
     sums = (counts @ gaps.reshape(n, -1)).reshape(ECE_RESAMPLES, *gaps.shape[1:])
     resampled = np.abs(sums).sum(-1) / n  # [R, B]
-    return Curve(
-        learner,
-        spec,
-        metric,
-        unit,
-        budgets,
-        tuple(map(float, expected_calibration_error(gaps))),
-        tuple(map(float, resampled.std(0, ddof=1))),
-        n,
-        -1 if seed is None else seed,
-        subset,
-        gaps,
-    )
+    stats = (expected_calibration_error(gaps), resampled.std(0, ddof=1))
+    return curve_of(learner, spec, metric, unit, budgets, gaps, seed, subset, stats=stats)
 
 
 def curve_of(
@@ -359,16 +348,20 @@ def curve_of(
     values: np.ndarray,
     seed: int | None,
     subset: str,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Curve:
-    """The curve of per-sequence values [N, B]: their mean and standard error per budget."""
+    """The curve of per-sequence values [N, B]: their mean and standard error per budget, or
+    the given `stats` (mean, standard error) of a statistic that is not a mean."""
+    if stats is None:
+        stats = (values.mean(0), values.std(0, ddof=1) / np.sqrt(len(values)))
     return Curve(
         learner,
         spec,
         metric,
         unit,
         budgets,
-        tuple(map(float, values.mean(0))),
-        tuple(map(float, values.std(0, ddof=1) / np.sqrt(len(values)))),
+        tuple(map(float, stats[0])),
+        tuple(map(float, stats[1])),
         len(values),
         -1 if seed is None else seed,
         subset,
