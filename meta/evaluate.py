@@ -117,7 +117,7 @@ def brier(pred: Predictions, y: jax.Array) -> jax.Array:
     return jnp.sum((probs - jax.nn.one_hot(y, probs.shape[-1])) ** 2, -1)
 
 
-ECE_BINS = 15  # equal-width confidence bins, as Guo et al. 2017 and BIG-bench use
+ECE_BINS = 15  # equal-width confidence bins, as Guo et al. 2017 use
 ECE_RESAMPLES = 200  # bootstrap resamples of the sequences for the ECE's standard error
 
 
@@ -317,6 +317,9 @@ def evaluate(
         for metric, per in values.items():
             setting = (learner.name, family.spec, metric, "examples", budgets, per, seed, subset)
             if metric == "ece":
+                # the subset key's chunk c draws from fold_in(., c); c stays below 200 (the
+                # bootstrap's fold) up to 102,400 sequences, the documented limit of distinct
+                # bootstrap draws
                 k_boot = jax.random.fold_in(jax.random.fold_in(k_eval, i), ECE_RESAMPLES)
                 out.append(ece_curve(*setting, key=k_boot))
             else:
