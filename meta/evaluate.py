@@ -317,9 +317,8 @@ def evaluate(
         for metric, per in values.items():
             setting = (learner.name, family.spec, metric, "examples", budgets, per, seed, subset)
             if metric == "ece":
-                # the subset key's chunk c draws from fold_in(., c); c stays below 200 (the
-                # bootstrap's fold) up to 102,400 sequences, the documented limit of distinct
-                # bootstrap draws
+                # chunk c of this subset draws from fold_in(., c): below 102,400 sequences
+                # no chunk reaches c = 200, so the bootstrap's key is not a data key
                 k_boot = jax.random.fold_in(jax.random.fold_in(k_eval, i), ECE_RESAMPLES)
                 out.append(ece_curve(*setting, key=k_boot))
             else:
