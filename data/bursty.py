@@ -103,31 +103,27 @@ class Bursty(TaskFamily):
         """Class [length] and label [length] of each position, the query last."""
         k_q, k_d, k_ctx, k_burst, k_lab, k_perm = jax.random.split(key, 6)
         ctx = length - 1
+        slots = jnp.arange(ctx) < min(self.burst, ctx)  # a burst: the query's class
         if self.mode == "fewshot":
-            pair = self.classes + jax.random.choice(k_q, self.heldout, (2,), replace=False)
-            labels = jax.random.choice(k_lab, self.num_classes, (2,), replace=False)
-            slots = jnp.arange(ctx) < min(self.burst, ctx)  # burst of the query's class
-            cls = jnp.where(slots, pair[0], pair[1])
-            lab = jnp.where(slots, labels[0], labels[1])
-            order = jax.random.permutation(k_perm, ctx)
-            cls = jnp.concatenate([cls[order], pair[:1]])
-            lab = jnp.concatenate([lab[order], labels[:1]])
-            return cls.astype(jnp.int32), lab.astype(jnp.int32)
-        q = self.zipf_classes(k_q, ())
-        iid = self.zipf_classes(k_ctx, (ctx,))
-        if self.mode == "absent":
-            # the query's class never in the context: a draw equal to it moves to the next class
-            iid = jnp.where(iid == q, (iid + 1) % self.classes, iid)
-            context = iid
+            q, d = self.classes + jax.random.choice(k_q, self.heldout, (2,), replace=False)
+            fresh = jax.random.choice(k_lab, self.num_classes, (2,), replace=False)
+            context = jnp.where(slots, q, d)
+            labels_of = lambda c: jnp.where(c == q, fresh[0], fresh[1])  # noqa: E731
         else:
-            d = self.zipf_classes(k_d, ())
-            d = jnp.where(d == q, (d + 1) % self.classes, d)  # the distractor is another class
-            slots = jnp.arange(ctx) < min(self.burst, ctx)
-            bursty = jax.random.bernoulli(k_burst, self.burstiness)
-            context = jnp.where(bursty, jnp.where(slots, q, d), iid)
+            q = self.zipf_classes(k_q, ())
+            iid = self.zipf_classes(k_ctx, (ctx,))
+            if self.mode == "absent":
+                # the query's class never in the context: a draw equal to it moves to the next
+                context = jnp.where(iid == q, (iid + 1) % self.classes, iid)
+            else:
+                d = self.zipf_classes(k_d, ())
+                d = jnp.where(d == q, (d + 1) % self.classes, d)  # the distractor is another
+                bursty = jax.random.bernoulli(k_burst, self.burstiness)
+                context = jnp.where(bursty, jnp.where(slots, q, d), iid)
+            labels_of = jax.vmap(self.fixed_label)
         context = context[jax.random.permutation(k_perm, ctx)]
         cls = jnp.concatenate([context, q[None]]).astype(jnp.int32)
-        return cls, jax.vmap(self.fixed_label)(cls).astype(jnp.int32)
+        return cls, labels_of(cls).astype(jnp.int32)
 
     def sample_sequence(
         self, task: jax.Array, key: jax.Array, length: int

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from metalearn.core.errors import UserError
-from metalearn.icl.fitted import FITTED, FittedBaseline
+from metalearn.icl.fitted import FITTED, FittedBaseline, tuning_batch
 from metalearn.meta.evaluate import Predictions
 from metalearn.meta.tuning import LEARNING_RATES, best_of
 
@@ -223,8 +223,7 @@ class Baseline:
     def tune(self, predict, family: Any, length: int, budgets: Sequence[int], key: jax.Array):
         """The grid learning rate with the best mean accuracy (or least squared error) over
         `budgets`, on tasks drawn from `key` (never the evaluation tasks)."""
-        subset = "unseen" if family.num_tasks is not None else "all"
-        batch = family.sample(key, self.tune_sequences, length, subset)
+        batch = tuning_batch(family, self.tune_sequences, length, key)
         target = batch.y[:, jnp.asarray(budgets)]
 
         def score(lr: float) -> float:

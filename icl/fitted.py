@@ -17,8 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from metalearn.core.errors import UserError
-from metalearn.meta.evaluate import Predictions
+from metalearn.meta.evaluate import Predictions, subsets_of
 from metalearn.meta.tuning import best_of
+
+
+def tuning_batch(family: Any, num: int, length: int, key: jax.Array) -> Any:
+    """Sequences a baseline tunes on: tasks outside the family's pool (or fresh ones), drawn
+    from `key`, never the evaluation's."""
+    return family.sample(key, num, length, subsets_of(family)[-1])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +49,7 @@ class FittedBaseline:
                 f"learner {self.name!r} applies to regression; {family.spec!r} is classification"
             )
         budgets = tuple(budgets)
-        subset = "unseen" if family.num_tasks is not None else "all"
-        tune = family.sample(key, self.tune_sequences, length, subset)
+        tune = tuning_batch(family, self.tune_sequences, length, key)
         x, y = np.asarray(tune.x, np.float64), np.asarray(tune.y, np.float64)
         target = y[:, list(budgets)]
 
@@ -63,11 +68,13 @@ class FittedBaseline:
         self, h: Any, x: np.ndarray, y: np.ndarray, budgets: Sequence[int]
     ) -> np.ndarray:
         """[N, B] each sequence's prediction of example k from its first k examples."""
+        from sklearn.exceptions import ConvergenceWarning
+
         out = np.zeros((len(x), len(budgets)))
         with warnings.catch_warnings():
             # LASSO on a few examples stops at max_iter now and then; its answer is still the
             # baseline's answer, and a warning per fit would bury the report
-            warnings.simplefilter("ignore", category=UserWarning)
+            warnings.simplefilter("ignore", category=ConvergenceWarning)
             for i in range(len(x)):
                 for j, k in enumerate(budgets):
                     if k > 0:

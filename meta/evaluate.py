@@ -137,7 +137,12 @@ def expected_calibration_error(gaps: np.ndarray) -> np.ndarray:
     """[B] the top-label expected calibration error (Naeini et al. 2015; Guo et al. 2017) at
     each budget, from per-query `calibration_gaps` [N, B, bins]: the bins' absolute
     confidence-accuracy gaps weighted by their share of the N queries."""
-    return np.abs(gaps.sum(0)).sum(-1) / len(gaps)
+    return _ece_of_sums(gaps.sum(0), len(gaps))
+
+
+def _ece_of_sums(sums: np.ndarray, n: float) -> np.ndarray:
+    """The ECE from per-bin sums of n queries' gaps [..., bins]."""
+    return np.abs(sums).sum(-1) / n
 
 
 # metric -> (per-query value from predictions and targets, whether it needs log-probabilities)
@@ -336,7 +341,7 @@ def ece_curve(learner, spec, metric, unit, budgets, gaps, seed, subset, *, key) 
     counts = np.zeros((ECE_RESAMPLES, n))
     np.add.at(counts, (np.arange(ECE_RESAMPLES)[:, None], picks), 1.0)
     sums = (counts @ gaps.reshape(n, -1)).reshape(ECE_RESAMPLES, *gaps.shape[1:])
-    resampled = np.abs(sums).sum(-1) / n  # [R, B]
+    resampled = _ece_of_sums(sums, n)  # [R, B]
     stats = (expected_calibration_error(gaps), resampled.std(0, ddof=1))
     return curve_of(learner, spec, metric, unit, budgets, gaps, seed, subset, stats=stats)
 
