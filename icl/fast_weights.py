@@ -21,6 +21,8 @@ import jax.numpy as jnp
 from einops import rearrange
 from flax import nnx
 
+from metalearn.icl.tokens import previous
+
 
 def delta_write(s_NDD: jax.Array, k_ND: jax.Array, v_ND: jax.Array, beta_N: jax.Array):
     """Each head's memory after moving what it stores under unit key k towards v by beta."""
@@ -74,7 +76,8 @@ class FastWeightBlock(nnx.Module):
 
 class FastWeights(nnx.Module):
     """Tokens [B, T, token_size] -> outputs [B, T, out_size], causal in T; no position
-    embedding (the recurrence orders the tokens) and no length limit."""
+    embedding (the recurrence orders the tokens) and no length limit; `shift` as the
+    transformer's."""
 
     def __init__(
         self,
@@ -86,10 +89,16 @@ class FastWeights(nnx.Module):
         width: int = 64,
         heads: int = 2,
         mlp_ratio: int = 4,
+        shift: bool = True,
         rngs: nnx.Rngs,
     ):
         del max_length  # a recurrent model has no length limit
         self.embed = nnx.Linear(token_size, width, rngs=rngs)
+        # the token shift (icl/transformer.py): x_{t-1} and y_{t-1} reach one token, so a
+        # single delta-rule write can store the pair under the key of x_{t-1}
+        self.embed_prev = (
+            nnx.Linear(token_size, width, use_bias=False, rngs=rngs) if shift else None
+        )
         self.blocks = nnx.List(
             [FastWeightBlock(width, heads, mlp_ratio, depth, rngs=rngs) for _ in range(depth)]
         )
@@ -98,6 +107,8 @@ class FastWeights(nnx.Module):
 
     def __call__(self, tok_BTK: jax.Array) -> jax.Array:
         h_BTW = self.embed(tok_BTK)
+        if self.embed_prev is not None:
+            h_BTW = h_BTW + self.embed_prev(previous(tok_BTK))
         for block in self.blocks:
             h_BTW = block(h_BTW)
         return self.head(self.ln_f(h_BTW))

@@ -29,7 +29,7 @@ KINDS = ("transformer", "lstm", "fast_weights")
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Architecture of an in-context learner (`heads`: transformers and fast weights;
-    `mlp_ratio`: both; `shift`: transformers only)."""
+    `mlp_ratio`: both; `shift`, the token shift of icl/transformer.py: every kind)."""
 
     kind: Literal["transformer", "lstm", "fast_weights"] = "transformer"
     depth: int = 4
@@ -60,13 +60,13 @@ class ModelConfig:
         return self.depth * self.width * self.width // self.heads
 
     def build(self, token_dim: int, out_size: int, max_length: int, rngs: nnx.Rngs) -> nnx.Module:
-        sizes = dict(depth=self.depth, width=self.width, rngs=rngs)
+        sizes = dict(depth=self.depth, width=self.width, shift=self.shift, rngs=rngs)
         if self.kind == "lstm":
             return LSTM(token_dim, out_size, max_length, **sizes)
         blocks = dict(heads=self.heads, mlp_ratio=self.mlp_ratio)
         if self.kind == "fast_weights":
             return FastWeights(token_dim, out_size, max_length, **sizes, **blocks)
-        return Transformer(token_dim, out_size, max_length, **sizes, **blocks, shift=self.shift)
+        return Transformer(token_dim, out_size, max_length, **sizes, **blocks)
 
 
 @dataclasses.dataclass(frozen=True)

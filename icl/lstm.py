@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from metalearn.icl.tokens import previous
+
 
 class LSTMLayer(nnx.Module):
     """One LSTM layer; the input projection of all steps is one matmul outside the scan."""
@@ -35,7 +37,8 @@ class LSTMLayer(nnx.Module):
 
 
 class LSTM(nnx.Module):
-    """Tokens [B, T, token_size] -> outputs [B, T, out_size], causal by construction."""
+    """Tokens [B, T, token_size] -> outputs [B, T, out_size], causal by construction;
+    `shift` as the transformer's."""
 
     def __init__(
         self,
@@ -45,15 +48,19 @@ class LSTM(nnx.Module):
         *,
         depth: int = 2,
         width: int = 64,
+        shift: bool = True,
         rngs: nnx.Rngs,
     ):
         del max_length  # a recurrent model has no length limit
-        sizes = [token_size] + [width] * depth
+        # the token shift (icl/transformer.py): the first layer reads [token_t, token_{t-1}],
+        # so one step sees a whole (x_{t-1}, y_{t-1}) pair
+        self.shift = shift
+        sizes = [token_size * (2 if shift else 1)] + [width] * depth
         self.layers = nnx.List([LSTMLayer(sizes[i], width, rngs=rngs) for i in range(depth)])
         self.head = nnx.Linear(width, out_size, rngs=rngs)
 
     def __call__(self, tok_BTK: jax.Array) -> jax.Array:
-        h = tok_BTK
+        h = jnp.concatenate([tok_BTK, previous(tok_BTK)], -1) if self.shift else tok_BTK
         for layer in self.layers:
             h = layer(h)
         return self.head(h)

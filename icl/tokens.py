@@ -20,5 +20,11 @@ def tokens(x_NLD: jax.Array, y_NL: jax.Array, num_classes: int | None) -> jax.Ar
     return jnp.concatenate([x_NLD.astype(jnp.float32), prev], axis=-1)
 
 
+def previous(tok_BTK: jax.Array) -> jax.Array:
+    """Each token's predecessor (zeros at t = 0): the input of the token shift, which lets a
+    model see x_{t-1} and y_{t-1} (split over tokens t-1 and t by the format) in one place."""
+    return jnp.pad(tok_BTK[:, :-1], ((0, 0), (1, 0), (0, 0)))
+
+
 def token_size(input_dim: int, num_classes: int | None) -> int:
     return input_dim + (1 if num_classes is None else num_classes)

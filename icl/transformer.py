@@ -10,9 +10,10 @@ an induction circuit across two, which shortens the loss plateau.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from einops import rearrange
 from flax import nnx
+
+from metalearn.icl.tokens import previous
 
 
 class Block(nnx.Module):
@@ -68,8 +69,7 @@ class Transformer(nnx.Module):
         t = tok_BTK.shape[1]
         h_BTW = self.embed(tok_BTK) + self.pos[None, :t]
         if self.embed_prev is not None:
-            prev_BTK = jnp.pad(tok_BTK[:, :-1], ((0, 0), (1, 0), (0, 0)))
-            h_BTW = h_BTW + self.embed_prev(prev_BTK)
+            h_BTW = h_BTW + self.embed_prev(previous(tok_BTK))
         for block in self.blocks:
             h_BTW = block(h_BTW)
         return self.head(self.ln_f(h_BTW))
