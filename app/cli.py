@@ -153,6 +153,16 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--budget", type=int, help="default: the last")
     pl.set_defaults(func=_plot)
 
+    tb = sub.add_parser(
+        "table",
+        help="a sweep's learners (rows) by families (columns) at one budget: GPICL's Table 1",
+    )
+    tb.add_argument("sweep", help="sweep directory written by `metalearn sweep`")
+    tb.add_argument("--metric", default="accuracy", help="default: accuracy")
+    tb.add_argument("--budget", type=int, help="default: each family's last")
+    tb.add_argument("--subset", help="seen, unseen or all (default: unseen where there is one)")
+    tb.set_defaults(func=_table)
+
     t = sub.add_parser(
         "transitions",
         help="a sweep's regimes (or ridge/dMMSE closeness) per point and its threshold pool sizes",
@@ -314,6 +324,10 @@ def _sweep(args: argparse.Namespace) -> int:
         from metalearn.study import analyze_sweep
 
         print(analyze_sweep(args.out).text)
+    if plan.table and done:
+        from metalearn.sweep_table import learner_table
+
+        print(learner_table(args.out, **plan.table))
     total = done + failed
     print(f"{total} points: {done} done, {failed} failed; table {table} (and .csv)")
     return 1 if failed else 0
@@ -332,6 +346,14 @@ def _plot(args: argparse.Namespace) -> int:
         budget=args.budget,
     )
     print(f"plot written to {out}")
+    return 0
+
+
+def _table(args: argparse.Namespace) -> int:
+    from metalearn.sweep_table import learner_table
+
+    print(learner_table(args.sweep, metric=args.metric, budget=args.budget, subset=args.subset))
+    print(f"written: {Path(args.sweep) / 'table.txt'}")
     return 0
 
 

@@ -77,14 +77,17 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """What a sweep runs: its grid, the settings every point shares, the seeds per point, and
-        the study reading of its table (an experiment's `SWEEP["analysis"]`, if any), and how many
-    points may train together as one vmapped model."""
+    the study reading of its table (an experiment's `SWEEP["analysis"]`, if any), how many
+    points may train together as one vmapped model, and the learner-by-family table to print
+    at the end (`SWEEP["table"]`)."""
 
     grid: dict[str, list[str]]
     sets: list[str]
     seeds: int
     analysis: dict[str, Any] | None = None
     batch: int = 1  # points per vmapped batch (1: each alone)
+    # the learner-by-family table printed at the end (`metalearn table`'s options), if any
+    table: dict[str, Any] | None = None
 
 
 def _text(value: Any) -> str:
@@ -100,10 +103,16 @@ def plan_from(source: dict[str, Any], where: str) -> Plan:
     """A plan from a dict of `grid` (key -> list of values, or a string in --grid syntax),
     `set` (key -> value), `seeds` and `analysis`: a grid file's tables, or an experiment's
     SWEEP."""
-    unknown = sorted(set(source) - {"grid", "set", "seeds", "analysis", "batch"})
+    allowed = ("grid", "set", "seeds", "analysis", "batch", "table")
+    unknown = sorted(set(source) - set(allowed))
     if unknown:
+        raise UserError(f"{where}: unknown entries {unknown}; allowed: {', '.join(allowed)}")
+    table = source.get("table")
+    if table is not None and (
+        not isinstance(table, dict) or set(table) - {"metric", "budget", "subset"}
+    ):
         raise UserError(
-            f"{where}: unknown entries {unknown}; allowed: grid, set, seeds, analysis, batch"
+            f"{where}: table must be a table of metric, budget and subset, got {table!r}"
         )
     grid = {}
     for key, values in dict(source.get("grid", {})).items():
@@ -119,7 +128,7 @@ def plan_from(source: dict[str, Any], where: str) -> Plan:
     for name, value in (("seeds", seeds), ("batch", batch)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise UserError(f"{where}: {name} must be a positive int, got {value!r}")
-    return Plan(grid, sets, seeds, source.get("analysis"), batch)
+    return Plan(grid, sets, seeds, source.get("analysis"), batch, table)
 
 
 def load_grid_file(path: str | Path) -> Plan:
@@ -165,8 +174,12 @@ def make_plan(
             "a sweep needs at least one --grid KEY=V1,V2,... (or --grid-file, or an experiment "
             "with a default SWEEP)"
         )
-    return Plan(
-        grid, [*base.sets, *(sets or [])], seeds or base.seeds, base.analysis, batch or base.batch
+    return dataclasses.replace(
+        base,
+        grid=grid,
+        sets=[*base.sets, *(sets or [])],
+        seeds=seeds or base.seeds,
+        batch=batch or base.batch,
     )
 
 

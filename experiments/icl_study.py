@@ -18,11 +18,10 @@ from metalearn.icl.learner import (
     InContextLearner,
     ModelConfig,
     SequenceObjective,
-    Theta,
     TrainedPredictor,
 )
 from metalearn.meta.compare import distance_curves
-from metalearn.meta.evaluate import Curves, check_budgets, evaluate
+from metalearn.meta.evaluate import Curves, Learner, check_budgets, evaluate
 from metalearn.meta.experiment import Batchable, EvalDefaults, Setup
 from metalearn.meta.loop import LoopConfig
 from metalearn.meta.objective import backprop
@@ -83,7 +82,9 @@ class ICLConfig:
             loop=self.loop,
             learner=lambda theta, name: TrainedPredictor(learner, theta, name),
             periodic_eval=held_out_scores(learner, family, self.length),
-            report=lambda theta, run_dir, name: self.report(learner, theta, run_dir, name),
+            report=lambda theta, run_dir, name: self.report(
+                TrainedPredictor(learner, theta, name), run_dir, name
+            ),
             eval_defaults=EvalDefaults(family=self.family, examples=self.length),
             flops_per_step=lambda theta: learner.step_flops(theta, self.batch_size),
             batchable=self._batchable(learner, family),
@@ -153,13 +154,14 @@ class ICLConfig:
                 print(f"skipping optional family {shown}: {e}")
         return out
 
-    def report(self, learner: InContextLearner, theta: Theta, run_dir: Path, name: str) -> Curves:
-        """Evaluate the trained learner and the baselines; write results.json, curves.png and
-        table.txt into the run directory, and print the table."""
+    def report(self, model: Learner, run_dir: Path, name: str) -> Curves:
+        """Evaluate the trained learner `model` (any learner of the examples protocol) and the
+        baselines; write results.json, curves.png and table.txt into the run directory, and
+        print the table."""
         key = jax.random.key(self.eval.seed)
         curves = Curves(())
         for family in self._eval_families():
-            learners = [TrainedPredictor(learner, theta, name)]
+            learners = [model]
             learners += [baseline(b) for b in self.eval.baselines if baseline(b).applies(family)]
             setting = dict(length=self.length, seed=self.eval.seed)
             for lr in learners:
