@@ -75,22 +75,27 @@ class Config(ICLConfig):
     lopt: lopt_mlp.Config = lopt_mlp.Config()
 
     def setup(self) -> Setup:
-        if not self.variant:
-            return super().setup()
         if self.variant == LOPT:
             return self._lopt_setup()
+        if self.variant:
+            return self.resolved().setup()
+        return super().setup()
+
+    def resolved(self) -> Config:
+        """The config a model variant trains: its architecture in `model` (keeping
+        `model.shift`), and the baselines only in the transformer's point, since they do not
+        depend on the model."""
         if self.variant not in VARIANTS:
             allowed = ", ".join([*VARIANTS, LOPT])
             raise UserError(f"variant must be one of {allowed}, got {self.variant!r}")
         model = dataclasses.replace(VARIANTS[self.variant], shift=self.model.shift)
-        # the baselines do not depend on the model: one point evaluates them
         baselines = self.eval.baselines if self.variant == "transformer" else ()
         return dataclasses.replace(
             self,
             model=model,
             variant="",
             eval=dataclasses.replace(self.eval, baselines=baselines, reference=""),
-        ).setup()
+        )
 
     def _lopt_setup(self) -> Setup:
         """The learned optimizer's meta-training; its report is this table's, the optimizer

@@ -25,6 +25,7 @@ ICL_SMALL = [
 EXPERIMENTS = {
     "quickstart": ["family=projected:base=digits,dim=8", *ICL_SMALL],
     "linreg": ["family=linear_regression:dim=3,noise=0.5", *ICL_SMALL],
+    "garg_shifts": ["family=linear_regression:dim=3,noise=0", *ICL_SMALL],
     "lopt_mlp": [
         "problems=projected:base=digits,dim=8||16",  # a linear model: two tensors to update
         "lopt_hidden=8",
@@ -37,6 +38,21 @@ EXPERIMENTS = {
     "task_diversity": ["family=linear_regression:dim=3,noise=0.5,num_tasks=4", *ICL_SMALL],
     "gpicl_transition": ["family=projected:base=digits,dim=8,num_tasks=4", *ICL_SMALL],
     "gpicl_scaling": ["family=projected:base=digits,dim=8", *ICL_SMALL],
+    # the learned optimizer's row: its meta-training, small (the report is tested apart)
+    "gpicl_generalization": [
+        "family=projected:base=digits,dim=8",
+        "length=8",
+        "eval.budgets=0;3;7",
+        "eval.families=train",
+        "eval.optional=",
+        "variant=lopt",
+        "lopt.problems=projected:base=digits,dim=8||16",
+        "lopt.lopt_hidden=8",
+        "lopt.horizon=6",
+        "lopt.truncation=3",
+        "lopt.num_workers=2",
+        "lopt.eval.optional=",
+    ],
     # a variant replaces the model: fast weights, the kind no other experiment trains
     "gpicl_state_size": [
         "family=projected:base=digits,dim=8",
