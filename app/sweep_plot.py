@@ -88,6 +88,26 @@ def select(
     return rows[rows["budget"] == budget], chosen
 
 
+def _axis(column, declared: list) -> list[str]:
+    """An axis's values: in numeric order where they are numbers ('none' last), else in the
+    grid's own order (a study lists its variants in the order it means them)."""
+    present = {str(v) for v in column}
+    numeric = order_values(present)
+    if all(_is_number(v) for v in numeric if v != "none"):
+        return numeric
+    return [str(v) for v in declared if str(v) in present] + sorted(
+        present - {str(v) for v in declared}
+    )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def plot_sweep(
     sweep_dir: str | Path,
     *,
@@ -114,7 +134,8 @@ def plot_sweep(
     if not table.exists():
         raise UserError(f"{str(table)!r} does not exist; run `metalearn sweep` into it first")
     frame = pd.read_parquet(table)
-    keys = list(json.loads((sweep_dir / "sweep.json").read_text())["grid"])
+    grid_values = json.loads((sweep_dir / "sweep.json").read_text())["grid"]
+    keys = list(grid_values)
     axes = [k for k in (x, y) if k is not None] or keys[:2]
     for k in axes:
         if k not in keys:
@@ -146,7 +167,7 @@ def plot_sweep(
         else chosen["metric"]
     )
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    xs = order_values(rows[axes[0]])
+    xs = _axis(rows[axes[0]], grid_values[axes[0]])
     x_pow = is_powers_of_two(xs)
     if len(axes) == 1:
         cells = stats.reset_index().set_index(axes[0])
@@ -158,7 +179,7 @@ def plot_sweep(
         ax.set_ylabel(what)
         ax.grid(alpha=0.3)
     else:
-        ys = order_values(rows[axes[1]])
+        ys = _axis(rows[axes[1]], grid_values[axes[1]])
         y_pow = is_powers_of_two(ys)
         cells = stats.reset_index().set_index(axes)
         grid = np.full((len(ys), len(xs)), np.nan)

@@ -47,6 +47,9 @@ class EvalConfig:
     reference: str = ""  # a baseline: also report the learner's metric as a ratio to it
     # baselines (among `baselines`): also report the learner's distance to their predictions
     distances: tuple[str, ...] = ()
+    # families also scored every loop.eval_every steps during training, as NAME=SPEC (logged
+    # as eval/NAME/acc@k, or mse@k) or SPEC (NAME: the family's name); `{dim}` as above
+    periodic: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +84,9 @@ class ICLConfig:
             optim=self.optim,
             loop=self.loop,
             learner=lambda theta, name: TrainedPredictor(learner, theta, name),
-            periodic_eval=held_out_scores(learner, family, self.length),
+            periodic_eval=held_out_scores(
+                learner, family, self.length, others=self.periodic_families()
+            ),
             report=lambda theta, run_dir, name: self.report(
                 TrainedPredictor(learner, theta, name), run_dir, name
             ),
@@ -136,6 +141,26 @@ class ICLConfig:
                 )
         for family in self._eval_families(optional=False):
             predictor.check(family, self.length)
+
+    def periodic_families(self) -> dict[str, data.TaskFamily]:
+        """eval.periodic as name -> family."""
+        train = data.from_spec(self.family)
+        out: dict[str, data.TaskFamily] = {}
+        for item in self.eval.periodic:
+            name, sep, spec = item.partition("=")
+            if not sep or ":" in name:  # a bare SPEC: named by its family
+                name, spec = data.parse_spec(item)[0], item
+            if name in out:
+                raise UserError(f"eval.periodic names {name!r} twice; give NAME=SPEC")
+            family = data.from_spec(spec.format(dim=train.input_dim, num_classes=train.num_classes))
+            if (family.input_dim, family.num_classes) != (train.input_dim, train.num_classes):
+                raise UserError(
+                    f"eval.periodic {name!r}: inputs of {family.input_dim} dimensions and "
+                    f"{family.num_classes} classes; the model reads {train.input_dim} and "
+                    f"predicts {train.num_classes}"
+                )
+            out[name] = family
+        return out
 
     def _eval_families(self, optional: bool = True) -> list[data.TaskFamily]:
         train = data.from_spec(self.family)
@@ -220,20 +245,34 @@ def _shown_budgets(budgets: tuple[int, ...]) -> list[int]:
 
 
 def held_out_scores(
-    learner: InContextLearner, family: data.TaskFamily, length: int, num: int = 256
+    learner: InContextLearner,
+    family: data.TaskFamily,
+    length: int,
+    num: int = 256,
+    others: dict[str, data.TaskFamily] | None = None,
 ):
-    """Metric at a few budgets on tasks outside training (unseen, or fresh): a cheap probe."""
-    subset = "unseen" if family.num_tasks is not None else "all"
-    batch = family.sample(jax.random.key(12345), num, length, subset)
+    """Metric at a few budgets on tasks outside training (unseen, or fresh), and on each of
+    `others` as NAME/metric: a cheap probe, on the same sequences every time."""
     shown = sorted({1, length // 4, length // 2, length - 1})
+    probes = {"": family, **{f"{name}/": fam for name, fam in (others or {}).items()}}
+    batches = {
+        prefix: fam.sample(
+            jax.random.key(12345), num, length, "unseen" if fam.num_tasks is not None else "all"
+        )
+        for prefix, fam in probes.items()
+    }
 
     @jax.jit
     def scores(theta):
-        out = learner.apply(theta, batch.x, batch.y)
-        if learner.num_classes is None:
-            per = jnp.mean((out - batch.y) ** 2, 0)
-            return {f"mse@{k}": per[k] for k in shown}
-        per = jnp.mean(jnp.argmax(out, -1) == batch.y, 0)
-        return {f"acc@{k}": per[k] for k in shown}
+        out = {}
+        for prefix, batch in batches.items():
+            pred = learner.apply(theta, batch.x, batch.y)
+            if learner.num_classes is None:
+                per = jnp.mean((pred - batch.y) ** 2, 0)
+                out |= {f"{prefix}mse@{k}": per[k] for k in shown}
+            else:
+                per = jnp.mean(jnp.argmax(pred, -1) == batch.y, 0)
+                out |= {f"{prefix}acc@{k}": per[k] for k in shown}
+        return out
 
     return lambda theta: {k: float(v) for k, v in scores(theta).items()}

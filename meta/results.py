@@ -1,4 +1,5 @@
-"""Results as files: a JSON list of curve records, a PNG of the curves, a text table."""
+"""Results as files: a JSON list of curve records, a PNG of the curves or of logged metrics
+over training, a text table."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from metalearn.core.errors import UserError
 from metalearn.core.files import atomic_write, atomic_write_text
 from metalearn.meta.compare import DISTANCE
 from metalearn.meta.evaluate import Curves
@@ -87,6 +89,34 @@ def plot(curves: Curves, path: Path, title: str | None = None) -> None:
         ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    atomic_write(Path(path), lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
+    plt.close(fig)
+
+
+def plot_training(
+    records: Sequence[dict[str, Any]], keys: Sequence[str], path: Path, title: str | None = None
+) -> None:
+    """The logged metrics `keys` (from metrics.jsonl's records) against the training step, one
+    line each; a key never logged is an error naming the keys there are."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    logged = sorted({k for r in records for k in r if k != "step"})
+    missing = [k for k in keys if k not in logged]
+    if missing:
+        raise UserError(f"metrics {missing} were never logged; logged: {logged}")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in keys:
+        points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), float | int)]
+        ax.plot(*zip(*points, strict=True), marker="o", ms=2, label=key)
+    ax.set_xlabel("training step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     atomic_write(Path(path), lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
     plt.close(fig)

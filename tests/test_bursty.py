@@ -51,3 +51,64 @@ def test_fixed_labels_fresh_labels_and_absent_queries():
     assert len(labels_of_one_class) > 2  # fresh per sequence, not fixed
     _, cls, _ = assignments(500, classes=50, mode="absent")
     assert not (cls[:, :-1] == cls[:, -1:]).any()
+
+
+SMALL = ["family=bursty:dim=8,classes=20,heldout=4,num_classes=4", "length=6", "batch_size=8"]
+
+
+def test_the_bursty_study_logs_both_evaluators_during_training(tmp_path):
+    """Every `eval_every` steps the metrics hold the in-context (fewshot) and in-weights
+    (absent) accuracies beside the training family's; the report draws them over training."""
+    from metalearn import runs
+
+    overrides = [
+        *SMALL,
+        "model.depth=1",
+        "model.width=16",
+        "loop.steps=4",
+        "loop.eval_every=2",
+        "loop.progress=false",
+        "eval.sequences=16",
+        "eval.budgets=0;5",
+    ]
+    config = runs.make_config("bursty_icl", overrides)
+    run = runs.train(config, tmp_path / "run", force=True)
+    from metalearn.meta.logs import read_metrics
+
+    evals = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "eval/acc@5" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert all(0 <= r[f"eval/{m}/acc@5"] <= 1 for r in evals for m in ("fewshot", "absent"))
+    assert (tmp_path / "run" / "training.png").exists()
+    modes = {c.family.split("mode=")[1].split(",")[0] for c in run.curves}
+    assert modes == {"train", "fewshot", "absent"}
+
+
+def test_periodic_families_are_named_and_checked():
+    import pytest
+
+    from metalearn import runs
+    from metalearn.core.errors import UserError
+
+    def periodic(*items):
+        config = runs.make_config("linreg", ["eval.periodic=" + ";".join(items)])
+        return config.periodic_families()
+
+    fams = periodic("wide=linear_regression:dim={dim},noise=2", "linear_regression:dim=8")
+    assert list(fams) == ["wide", "linear_regression"] and fams["wide"].noise == 2.0
+    with pytest.raises(UserError, match="names 'linear_regression' twice"):
+        periodic("linear_regression:dim=8", "linear_regression:dim=8,noise=1")
+    with pytest.raises(UserError, match="inputs of 3 dimensions"):
+        periodic("small=linear_regression:dim=3")
+
+
+def test_plot_training_names_metrics_never_logged(tmp_path):
+    import pytest
+
+    from metalearn.core.errors import UserError
+    from metalearn.meta.results import plot_training
+
+    records = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5, "eval/acc@3": 0.5}]
+    plot_training(records, ["loss", "eval/acc@3"], tmp_path / "t.png")
+    assert (tmp_path / "t.png").stat().st_size > 0
+    with pytest.raises(UserError, match=r"\['eval/acc@9'\] were never logged"):
+        plot_training(records, ["eval/acc@9"], tmp_path / "u.png")

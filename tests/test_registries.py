@@ -25,6 +25,14 @@ ICL_SMALL = [
 EXPERIMENTS = {
     "quickstart": ["family=projected:base=digits,dim=8", *ICL_SMALL],
     "linreg": ["family=linear_regression:dim=3,noise=0.5", *ICL_SMALL],
+    "bursty_icl": [
+        "family=bursty:dim=8,classes=20,heldout=4,num_classes=4",
+        "length=6",
+        "eval.budgets=0;5",
+        "batch_size=16",
+        "model.depth=1",
+        "model.width=16",
+    ],
     "garg_shifts": ["family=linear_regression:dim=3,noise=0", *ICL_SMALL],
     "lopt_mlp": [
         "problems=projected:base=digits,dim=8||16",  # a linear model: two tensors to update

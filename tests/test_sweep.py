@@ -356,3 +356,12 @@ TINY_CLS = [
     "eval.sequences=16",
     "eval.budgets=0;3;7",
 ]
+
+
+def test_plot_axes_keep_the_grids_order_for_names_and_sort_numbers():
+    import pandas as pd
+
+    from metalearn.sweep_plot import _axis
+
+    assert _axis(pd.Series(["fw1", "lstm", "fw1"]), ["lstm", "fw8", "fw1"]) == ["lstm", "fw1"]
+    assert _axis(pd.Series(["64", "none", "8"]), ["none", "64", "8"]) == ["8", "64", "none"]
