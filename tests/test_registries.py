@@ -45,6 +45,7 @@ EXPERIMENTS = {
     "logistic_map": ["num_workers=4", "horizon=10", "truncation=5"],
     "task_diversity": ["family=linear_regression:dim=3,noise=0.5,num_tasks=4", *ICL_SMALL],
     "gpicl_transition": ["family=projected:base=digits,dim=8,num_tasks=4", *ICL_SMALL],
+    "gpicl_plateau": ["family=projected:base=digits,dim=8,bias=0.2", *ICL_SMALL],
     "gpicl_scaling": ["family=projected:base=digits,dim=8", *ICL_SMALL],
     # the learned optimizer's row: its meta-training, small (the report is tested apart)
     "gpicl_generalization": [
