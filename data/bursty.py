@@ -2,9 +2,15 @@
 Properties Drive Emergent In-Context Learning in Transformers"; Singh et al. 2023, "The
 Transient Nature of Emergent In-Context Learning").
 
-Classes are synthetic: class c has a prototype drawn from the family's seed, and its examples
-are the prototype plus Gaussian noise. A sequence has `length` examples; the last is the
-query, the others its context, in random order. Three modes:
+Classes are synthetic by default: class c has a prototype drawn from the family's seed, and its
+examples are the prototype plus Gaussian noise. With `base` a dataset (a name such as `mnist`,
+or a `.npz` with arrays x and y, e.g. an Omniglot background set: its characters are the
+classes), class c is the dataset's c-th label: its examples are its images, z-normalized, in
+one random projection to `dim` fixed by the seed, plus the noise; the last `heldout` of the
+classes + heldout labels used are the held-out ones.
+
+A sequence has `length` examples; the last is the query, the others its context, in random
+order. Three modes:
 
 - `train`: the query's class is drawn from a Zipf law over the `classes` training classes
   (p(c) proportional to (c+1)^-zipf); with probability `burstiness` the sequence is bursty:
@@ -27,16 +33,20 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from metalearn.core.errors import UserError
 from metalearn.data.base import Kind, TaskFamily
+from metalearn.data.datasets import load_normalized
 
 MODES = ("train", "fewshot", "absent")
+SYNTHETIC = "synthetic"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Bursty(TaskFamily):
-    """Zipf-distributed, bursty few-shot classification of synthetic Gaussian classes."""
+    """Zipf-distributed, bursty few-shot classification of synthetic Gaussian classes, or of a
+    dataset's classes (`base`)."""
 
     name: ClassVar[str] = "bursty"
     kind: ClassVar[Kind] = "classification"
@@ -49,6 +59,8 @@ class Bursty(TaskFamily):
     burstiness: float = 0.9
     burst: int = 3
     mode: str = "train"
+    base: str = SYNTHETIC
+    split: str = "train"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -75,6 +87,29 @@ class Bursty(TaskFamily):
             raise UserError(
                 f"bursty option mode must be one of {', '.join(MODES)}, got {self.mode!r}"
             )
+        if self.base != SYNTHETIC:
+            self._load_classes()
+
+    def _load_classes(self) -> None:
+        """The dataset's images (z-normalized) and, per class, the indices of its images."""
+        x, y = load_normalized(self.base, self.split)
+        labels, rank = np.unique(y, return_inverse=True)
+        need = self.classes + self.heldout
+        if len(labels) < need:
+            raise UserError(
+                f"bursty base {self.base!r} has {len(labels)} classes; classes + heldout = "
+                f"{need} must fit in them"
+            )
+        counts = np.bincount(rank, minlength=len(labels))[:need]
+        table = np.zeros((need, counts.max()), np.int32)
+        for c in range(need):
+            found = np.flatnonzero(rank == c)
+            table[c, : len(found)] = found
+        # a family first built inside a jit trace must still hold concrete arrays
+        with jax.ensure_compile_time_eval():
+            object.__setattr__(self, "_x", jnp.asarray(x, jnp.float32))
+            object.__setattr__(self, "_images", jnp.asarray(table))
+            object.__setattr__(self, "_counts", jnp.asarray(counts, jnp.int32))
 
     @property
     def input_dim(self) -> int:
@@ -130,6 +165,13 @@ class Bursty(TaskFamily):
     ) -> tuple[jax.Array, jax.Array]:
         cls, lab = self.assignment(task, length)
         k_proto, _ = self._keys()
+        if self.base != SYNTHETIC:
+            k_pick, k_noise = jax.random.split(key)
+            pick = jax.random.randint(k_pick, (length,), 0, self._counts[cls])
+            d_in = self._x.shape[1]
+            proj_ID = jax.random.normal(jax.random.split(k_proto)[1], (d_in, self.dim))
+            x_LD = self._x[self._images[cls, pick]] @ proj_ID / np.sqrt(d_in)
+            return x_LD + self.noise * jax.random.normal(k_noise, (length, self.dim)), lab
         protos = jax.vmap(lambda c: jax.random.normal(jax.random.fold_in(k_proto, c), (self.dim,)))(
             cls
         )

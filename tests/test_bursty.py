@@ -112,3 +112,27 @@ def test_plot_training_names_metrics_never_logged(tmp_path):
     assert (tmp_path / "t.png").stat().st_size > 0
     with pytest.raises(UserError, match=r"\['eval/acc@9'\] were never logged"):
         plot_training(records, ["eval/acc@9"], tmp_path / "u.png")
+
+
+def test_a_datasets_classes_can_be_the_bursty_classes(tmp_path):
+    """With `base` a dataset, class c's inputs are projections of class c's own images: with
+    one image per class and no noise, equal classes give equal inputs, distinct ones not."""
+    import pytest
+
+    from metalearn.core.errors import UserError
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "chars.npz"
+    np.savez(path, x=rng.integers(0, 255, (9, 6, 6), dtype=np.uint8), y=np.arange(9)[::-1])
+    fam = data.make("bursty", base=str(path), dim=5, classes=6, heldout=3, noise=0.0)
+    assert fam.sample(jax.random.key(1), 64, L).x.shape == (64, L, 5)
+    seq_x, _ = fam.sample_sequence(fam.sample_task(jax.random.key(3)), jax.random.key(4), L)
+    seq_c, _ = fam.assignment(jax.random.key(3), L)
+    seq_x, seq_c = np.asarray(seq_x), np.asarray(seq_c)
+    same = seq_c[:, None] == seq_c[None, :]
+    dist = np.linalg.norm(seq_x[:, None] - seq_x[None, :], axis=-1)
+    assert (dist[same] < 1e-5).all() and (dist[~same] > 1e-3).all()
+    fewshot = data.make("bursty", base=str(path), dim=5, classes=6, heldout=3, mode="fewshot")
+    assert (np.asarray(fewshot.assignment(jax.random.key(5), L)[0]) >= 6).all()
+    with pytest.raises(UserError, match="has 9 classes; classes \\+ heldout = 10"):
+        data.make("bursty", base=str(path), classes=7, heldout=3)
