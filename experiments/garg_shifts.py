@@ -52,5 +52,5 @@ class Config(ICLConfig):
     eval: EvalConfig = EvalConfig(
         families=(TRAIN, *SHIFTS, *OTHER_CLASSES),
         baselines=("least_squares", "ridge", "averaging", "lasso", "tree", "mlp_adam"),
-        sequences=1000,
+        sequences=500,
     )
