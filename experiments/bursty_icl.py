@@ -7,7 +7,8 @@ al. 2023, "The Transient Nature of Emergent In-Context Learning").
 A transformer reads 8 context examples and a query from the `bursty` family: 1600 synthetic
 Gaussian classes (32-d prototypes, noise 0.1), Zipf-distributed (exponent 1), each with a
 label (of 32) fixed for the whole training; a bursty sequence has 3 context examples of the
-query's class and 5 of one other class. Two evaluators are logged every 500 steps, on the
+query's class and 5 of one other class; 6000 steps of 128 sequences. Two evaluators are
+logged every 250 steps, on the
 same 256 sequences each time, at the query (the last position):
 
 - `fewshot`: held-out classes with two fresh labels per sequence, 3 shots of the query's class
@@ -50,7 +51,7 @@ class Config(ICLConfig):
     batch_size: int = 128
     model: ModelConfig = ModelConfig(depth=2, width=64, heads=4)
     optim: OptimConfig = OptimConfig(lr=1e-3, warmup=200, eps=1e-10)
-    loop: LoopConfig = LoopConfig(steps=20000, log_every=100, eval_every=500, checkpoint_every=5000)
+    loop: LoopConfig = LoopConfig(steps=6000, log_every=100, eval_every=250, checkpoint_every=2000)
     # the training family and its two evaluators are added to eval.families and eval.periodic
     eval: EvalConfig = EvalConfig(budgets=(0, 4, 8), sequences=2000, families=())
 
