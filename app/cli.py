@@ -143,8 +143,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="reuse a directory of another sweep")
     s.set_defaults(func=_sweep)
 
-    pl = sub.add_parser("plot", help="a sweep's heat map (two grid keys) or curve (one)")
-    pl.add_argument("sweep", help="sweep directory written by `metalearn sweep`")
+    pl = sub.add_parser(
+        "plot",
+        help="a sweep's heat map (two grid keys) or curve (one), or a results file's curves",
+    )
+    pl.add_argument(
+        "sweep",
+        help="sweep directory written by `metalearn sweep`, or a results .json (of a run or of "
+        "`metalearn eval`: its curves go to the .png beside it, --metric and --subset filter)",
+    )
     pl.add_argument("--x", help="grid key on the x axis (default: the first)")
     pl.add_argument("--y", help="grid key on the y axis (default: the second, if any)")
     pl.add_argument("--learner", default="model", help="'model' (the trained one) or a baseline")
@@ -335,6 +342,28 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _plot(args: argparse.Namespace) -> int:
     from metalearn.sweep_plot import plot_sweep
+
+    source = Path(args.sweep)
+    if source.suffix == ".json":
+        from metalearn.meta.evaluate import Curves
+        from metalearn.meta.results import plot, read_curves
+
+        curves = read_curves(source)
+        kept = Curves(
+            tuple(
+                c
+                for c in curves
+                if args.metric in (None, c.metric) and args.subset in (None, c.subset)
+            )
+        )
+        if not kept:
+            raise UserError(
+                f"no curve of metric {args.metric!r} and subset {args.subset!r} in {str(source)!r}"
+            )
+        out = source.with_suffix(".png")
+        plot(kept, out)
+        print(f"plot written to {out}")
+        return 0
 
     out = plot_sweep(
         args.sweep,

@@ -173,6 +173,25 @@ class Curve:
     subset: str  # "seen" | "unseen" | "all"
     per_sequence: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Curve:
+        """A curve from `to_record`'s dict (a missing value, stored as null, reads as NaN)."""
+        if record.get("schema") != SCHEMA:
+            raise ValueError(f"schema {record.get('schema')!r}, expected {SCHEMA}")
+        nan = lambda xs: tuple(float("nan") if v is None else v for v in xs)  # noqa: E731
+        return cls(
+            record["learner"],
+            record["family"],
+            record["metric"],
+            record["budget_unit"],
+            tuple(record["budget"]),
+            nan(record["mean"]),
+            nan(record["stderr"]),
+            record["num_sequences"],
+            record["seed"],
+            record["subset"],
+        )
+
     def to_record(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,

@@ -11,7 +11,7 @@ from typing import Any
 from metalearn.core.errors import UserError
 from metalearn.core.files import atomic_write, atomic_write_text
 from metalearn.meta.compare import DISTANCE
-from metalearn.meta.evaluate import Curves
+from metalearn.meta.evaluate import Curve, Curves
 
 
 def write_json(curves: Curves, path: Path) -> None:
@@ -22,6 +22,17 @@ def write_json(curves: Curves, path: Path) -> None:
 
 def read_json(path: Path) -> list[dict[str, Any]]:
     return json.loads(Path(path).read_text())
+
+
+def read_curves(path: Path) -> Curves:
+    """The curves of a results file written by `write_json` (without per-sequence values)."""
+    try:
+        records = read_json(path)
+        return Curves(tuple(Curve.from_record(r) for r in records))
+    except FileNotFoundError:
+        raise UserError(f"results file {str(path)!r} does not exist") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{str(path)!r} is not a results file of curve records ({e})") from None
 
 
 def _num(v: float) -> str:
@@ -59,9 +70,12 @@ def table(curves: Curves, budgets: Sequence[int] | None = None) -> str:
     return "\n".join(lines)
 
 
+PANELS_PER_ROW = 4
+
+
 def plot(curves: Curves, path: Path, title: str | None = None) -> None:
     """One panel per (family, subset, metric), the metric versus budget with standard-error
-    bands."""
+    bands; at most PANELS_PER_ROW panels a row."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,8 +85,12 @@ def plot(curves: Curves, path: Path, title: str | None = None) -> None:
     for c in curves:
         panels.setdefault((c.family, c.subset, c.metric), []).append(c)
     n = max(len(panels), 1)
-    fig, axes = plt.subplots(1, n, figsize=(4.8 * n, 3.8), squeeze=False)
-    for ax, ((family, subset, metric), group) in zip(axes[0], panels.items(), strict=False):
+    cols = min(n, PANELS_PER_ROW)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.8 * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for ax, ((family, subset, metric), group) in zip(axes.flat, panels.items(), strict=False):
         for c in group:
             mean = [m if m is not None else float("nan") for m in c.mean]
             lo = [m - s for m, s in zip(mean, c.stderr, strict=True)]

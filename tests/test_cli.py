@@ -269,3 +269,19 @@ def test_predictions_of_two_learners_on_the_same_sequences(tiny_run):
     other = collect(baseline("knn"), fam, budgets, 24, jax.random.key(7))
     with pytest.raises(UserError, match="not collected on the same sequences"):
         disagreement(mine, other)
+
+
+def test_a_results_file_reads_back_and_plots(tiny_run, tmp_path, capsys):
+    from metalearn.meta.results import read_curves, write_json
+
+    curves = read_curves(tiny_run / "results.json")
+    assert len(curves) > 0 and all(c.per_sequence is None for c in curves)
+    write_json(curves, tmp_path / "again.json")
+    assert (tmp_path / "again.json").read_text() == (tiny_run / "results.json").read_text()
+    assert main(["plot", str(tmp_path / "again.json"), "--metric", "accuracy"]) == 0
+    assert (tmp_path / "again.png").stat().st_size > 0
+    assert main(["plot", str(tmp_path / "again.json"), "--metric", "mse"]) == 2
+    assert "no curve of metric 'mse'" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text('[{"schema": 7}]')
+    assert main(["plot", str(tmp_path / "bad.json")]) == 2
+    assert "is not a results file" in capsys.readouterr().err
