@@ -4,6 +4,7 @@ over training, a text table."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,25 @@ def table(curves: Curves, budgets: Sequence[int] | None = None) -> str:
 PANELS_PER_ROW = 4
 
 
+def short_names(specs: Sequence[str], limit: int = 60) -> dict[str, str]:
+    """Each spec `name:k=v,...` shown by its name and the options whose value differs from
+    the value most specs given have for that key (the full spec where that would not tell two
+    apart), cut at `limit`."""
+    parts = {s: s.partition(":") for s in specs}
+    options = {s: [o for o in p[2].split(",") if o] for s, p in parts.items()}
+    counts = Counter(o for opts in options.values() for o in opts)
+    usual: dict[str, str] = {}
+    for option, _ in counts.most_common():  # the most common value of each key first
+        usual.setdefault(option.partition("=")[0], option)
+    out = {}
+    for s, (name, _, _) in parts.items():
+        kept = [o for o in options[s] if usual[o.partition("=")[0]] != o]
+        out[s] = f"{name}:{','.join(kept)}" if kept else name
+    if len(set(out.values())) < len(out):
+        out = {s: s for s in specs}
+    return {s: v if len(v) <= limit else v[: limit - 3] + "..." for s, v in out.items()}
+
+
 def plot(curves: Curves, path: Path, title: str | None = None) -> None:
     """One panel per (family, subset, metric), the metric versus budget with standard-error
     bands; at most PANELS_PER_ROW panels a row."""
@@ -84,6 +104,7 @@ def plot(curves: Curves, path: Path, title: str | None = None) -> None:
     panels: dict[tuple[str, str, str], list] = {}
     for c in curves:
         panels.setdefault((c.family, c.subset, c.metric), []).append(c)
+    titles = short_names([family for family, _, _ in panels])
     n = max(len(panels), 1)
     cols = min(n, PANELS_PER_ROW)
     rows = -(-n // cols)
@@ -101,8 +122,7 @@ def plot(curves: Curves, path: Path, title: str | None = None) -> None:
             ax.set_yscale("log")
         ax.set_xlabel(f"budget ({group[0].budget_unit} seen)")
         ax.set_ylabel(metric)
-        short = family if len(family) < 48 else family[:45] + "..."
-        ax.set_title(f"{short}\n[{subset}]", fontsize=8)
+        ax.set_title(f"{titles[family]}\n[{subset}]", fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     if title:

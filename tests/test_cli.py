@@ -285,3 +285,17 @@ def test_a_results_file_reads_back_and_plots(tiny_run, tmp_path, capsys):
     (tmp_path / "bad.json").write_text('[{"schema": 7}]')
     assert main(["plot", str(tmp_path / "bad.json")]) == 2
     assert "is not a results file" in capsys.readouterr().err
+
+
+def test_figure_titles_keep_the_options_that_differ():
+    from metalearn.meta.results import short_names
+
+    specs = [
+        "lr:dim=8,noise=0,skew=0",
+        "lr:dim=8,noise=0,skew=2",
+        "lr:dim=8,noise=1,skew=0",
+        "tree:dim=8,noise=0,depth=3",
+    ]
+    assert list(short_names(specs).values()) == ["lr", "lr:skew=2", "lr:noise=1", "tree"]
+    assert short_names(["a:x=1", "a:x=2"]) == {"a:x=1": "a", "a:x=2": "a:x=2"}
+    assert short_names(["a:x=1", "a"]) == {"a:x=1": "a:x=1", "a": "a"}  # would read alike
