@@ -23,11 +23,26 @@ from metalearn.sweep import SWEEP_FILE
 MODEL = "model"
 
 
-def _column(spec: str) -> str:
-    from metalearn import data
+def _without(spec: str, options: set[str]) -> str:
+    """The spec less the options a grid varies: a point's evaluation families follow its
+    training family's options, and one column should hold them all."""
+    name, _, rest = spec.partition(":")
+    kept = [o for o in rest.split(",") if o and o.partition("=")[0] not in options]
+    return f"{name}:{','.join(kept)}" if kept else name
 
-    name, options = data.parse_spec(spec)
-    return str(options.get("base", name))
+
+def _labels(keys: list[str]) -> dict[str, str]:
+    """Column names: a family's base dataset where no other column has the same, else its name
+    and the options that set it apart."""
+    from collections import Counter
+
+    from metalearn import data
+    from metalearn.meta.results import short_names
+
+    bases = {k: data.parse_spec(k)[1].get("base") for k in keys}
+    count = Counter(bases.values())
+    short = short_names(keys)
+    return {k: str(b) if b is not None and count[b] == 1 else short[k] for k, b in bases.items()}
 
 
 def _read(sweep_dir: Path) -> tuple[dict, pd.DataFrame]:
@@ -64,9 +79,11 @@ def learner_table(
         name = ",".join(str(r[k]) if len(grid) == 1 else f"{k}={r[k]}" for k in grid)
         return f"{name} (seed {r['seed']})" if several_seeds else name
 
+    varied = {k.partition(".")[2] for k in grid if k.startswith("family.")}
+    frame = frame.assign(column=[_without(f, varied) for f in frame["family"]])
     rows: dict[str, dict[str, str]] = {}
-    columns: dict[str, str] = {}
-    for family, part in frame.groupby("family", sort=False):
+    budgets: dict[str, int] = {}
+    for family, part in frame.groupby("column", sort=False):
         subsets = set(part["subset"])
         chosen = subset or ("unseen" if "unseen" in subsets else "all")
         part = part[part["subset"] == chosen]
@@ -77,16 +94,18 @@ def learner_table(
         if part.empty:
             raise UserError(
                 f"--budget {at} was not evaluated on {family}; budgets there: "
-                f"{sorted(set(frame[frame['family'] == family]['budget']))}"
+                f"{sorted(set(frame[frame['column'] == family]['budget']))}"
             )
-        label = _column(family)
-        label = label if label not in columns.values() else family
-        columns[family] = f"{label} @{at}" if budget is None else label
+        budgets[family] = at
         for _, r in part.iterrows():
             cells = rows.setdefault(row_name(r), {})
             cells.setdefault(family, f"{r['mean']:.3f} ± {r['stderr']:.3f}")
     if not rows:
         raise UserError(f"no {metric} rows for subset {subset!r} in {str(sweep_dir)!r}")
+    columns = {
+        f: f"{label} @{budgets[f]}" if budget is None else label
+        for f, label in _labels(list(budgets)).items()
+    }
     trained = set(frame.loc[frame["learner"] == MODEL].apply(row_name, axis=1))
     # the trained points first, in the sweep's order, then the baselines
     rows = {n: rows[n] for n in sorted(rows, key=lambda n: n not in trained)}

@@ -103,3 +103,27 @@ def test_table_names_seeds_and_refuses_what_the_sweep_lacks(tmp_path):
         learner_table(tmp_path, budget=5)
     with pytest.raises(UserError, match="is not a finished sweep directory"):
         learner_table(tmp_path / "nothing")
+
+
+def test_table_columns_hold_a_family_whatever_option_the_grid_varies(tmp_path):
+    rows = [
+        dict(
+            **{"family.burstiness": b},
+            seed=0,
+            learner="model",
+            family=f"bursty:burstiness={b},mode={mode}",
+            subset="all",
+            metric="accuracy",
+            budget=8,
+            mean=acc,
+            stderr=0.01,
+        )
+        for b, mode, acc in ((0.9, "fewshot", 0.98), (0.9, "absent", 0.7), (0.0, "absent", 0.8))
+    ]
+    pd.DataFrame(rows).to_parquet(tmp_path / "results.parquet")
+    (tmp_path / "sweep.json").write_text(
+        json.dumps({"experiment": "x", "grid": {"family.burstiness": [0.9, 0.0]}})
+    )
+    lines = learner_table(tmp_path).splitlines()
+    assert lines[1].split() == ["bursty", "@8", "bursty:mode=absent", "@8"]
+    assert lines[3].split() == ["0.0", "-", "0.800", "±", "0.010"]
