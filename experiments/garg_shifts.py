@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from metalearn.experiments.icl_study import TRAIN, EvalConfig, ICLConfig
-from metalearn.icl.learner import ModelConfig
-from metalearn.meta.loop import LoopConfig
-from metalearn.meta.optim import OptimConfig
+from metalearn.experiments import linreg
+from metalearn.experiments.icl_study import TRAIN, EvalConfig
 
 LINEAR = "linear_regression:dim={dim},noise=0"
 SHIFTS = (
@@ -41,14 +39,11 @@ OTHER_CLASSES = (
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(ICLConfig):
+class Config(linreg.Config):
+    """linreg's recipe on noiseless linear functions of Garg et al.'s prompt length 2d + 1."""
+
     family: str = "linear_regression:dim=8,noise=0"
     length: int = 17
-    batch_size: int = 256
-    weighting: str = "log"
-    model: ModelConfig = ModelConfig(depth=4, width=64, heads=4)
-    optim: OptimConfig = OptimConfig(lr=1e-2, warmup=200, eps=1e-10)
-    loop: LoopConfig = LoopConfig(steps=5500, log_every=100, eval_every=1000, checkpoint_every=1000)
     eval: EvalConfig = EvalConfig(
         families=(TRAIN, *SHIFTS, *OTHER_CLASSES),
         baselines=("least_squares", "ridge", "averaging", "lasso", "tree", "mlp_adam"),
