@@ -70,6 +70,15 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print every config key with its type and value (after --set), then exit",
     )
+    hosts = t.add_argument_group(
+        "multi-host jobs",
+        "start the same command once per host, all three options given (or "
+        "METALEARN_COORDINATOR, METALEARN_NUM_PROCESSES, METALEARN_PROCESS_ID); process 0 "
+        "writes the run directory, which every host must see",
+    )
+    hosts.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+    hosts.add_argument("--num-processes", type=int, metavar="N", help="processes in the job")
+    hosts.add_argument("--process-id", type=int, metavar="I", help="this process (0..N-1)")
     t.set_defaults(func=_train)
 
     r = sub.add_parser(
@@ -277,13 +286,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace) -> int:
     from metalearn import runs
-    from metalearn.meta.sharding import maybe_initialize_distributed
+    from metalearn.meta import distributed
 
     name = args.config or runs.DEFAULT_EXPERIMENT
     if args.show_config:
         print(cfglib.describe(runs.make_config(name, args.overrides)))
         return 0
-    maybe_initialize_distributed()
+    distributed.initialize(_cluster(args))
     if args.resume and args.out is None and args.config is None:
         raise UserError("--resume needs --out (the run directory) or the experiment's name")
     out = args.out or runs.default_run_dir(name)
@@ -292,8 +301,21 @@ def _train(args: argparse.Namespace) -> int:
     else:
         config = runs.make_config(name, args.overrides)
     run = runs.train(config, out, resume=args.resume, force=args.force, experiment=args.config)
-    print(f"run written to {run.run_dir}")
+    if distributed.is_lead():
+        print(f"run written to {run.run_dir}")
     return 0
+
+
+def _cluster(args: argparse.Namespace):
+    """The multi-host job the options describe (None when they describe none)."""
+    from metalearn.meta.distributed import Cluster
+
+    given = [args.coordinator, args.num_processes, args.process_id]
+    if all(v is None for v in given):
+        return None
+    if any(v is None for v in given):
+        raise UserError("a multi-host job needs --coordinator, --num-processes and --process-id")
+    return Cluster(args.coordinator, args.num_processes, args.process_id)
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from metalearn.core import config as cfglib
 from metalearn.core.errors import NonFiniteError, UserError
 from metalearn.core.files import atomic_write_text
 from metalearn.core.lock import LOCK_FILE, FolderLock
+from metalearn.meta import distributed
 from metalearn.meta.evaluate import Curves, Learner
 from metalearn.meta.experiment import Setup
 from metalearn.meta.loop import TrainResult, TrainState, initial_state, meta_train
@@ -174,7 +175,7 @@ def train(
     setup = None if resume else config.setup()
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    lead = jax.process_index() == 0  # in a multi-host job process 0 holds the lock
+    lead = distributed.is_lead()  # in a multi-host job process 0 holds the lock and writes
     try:
         with FolderLock(run_dir, "metalearn train") if lead else contextlib.nullcontext():
             if resume:
@@ -189,6 +190,7 @@ def train(
                 _clear(run_dir, force)
             if lead and not resume:
                 _write_record(run_dir, config)
+            distributed.barrier("metalearn: run directory ready")
             result: TrainResult = meta_train(
                 setup.init,
                 setup.estimator,
@@ -198,9 +200,10 @@ def train(
                 resume=resume,
                 periodic_eval=setup.periodic_eval,
             )
-            run = Run(run_dir, config, result.theta, setup)
-            if report and setup.report is not None:
-                run.curves = setup.report(result.theta, run_dir, run.name)
+            # every process gets the whole parameters; the lead alone evaluates and writes
+            run = Run(run_dir, config, distributed.host_copy(result.theta), setup)
+            if report and setup.report is not None and lead:
+                run.curves = setup.report(run.theta, run_dir, run.name)
             return run
     except UserError:
         # a start refused before its first step leaves nothing behind

@@ -461,12 +461,15 @@ def _record(
     from metalearn.meta.logs import plateau_length, read_metrics
 
     metrics = run_dir / "metrics.jsonl"
-    losses = [r for r in read_metrics(metrics) if "loss" in r] if metrics.exists() else []
+    records = read_metrics(metrics) if metrics.exists() else []
+    losses = [r for r in records if "loss" in r]
     status.update(
         wall_s=wall_s,
         steps_per_s=losses[-1].get("steps_per_s") if losses else None,
         final_loss=losses[-1]["loss"] if losses else None,
         plateau_steps=plateau_length(losses),
+        # on fresh tasks: a biased distribution's training loss also falls by memorizing
+        eval_plateau_steps=plateau_length(records, key="eval/loss"),
         resumed=resumed,
         batch=batch,
     )
@@ -492,6 +495,7 @@ def write_table(out: Path, todo: list[Point]):
             "train_flops": status.get("train_flops"),
             "final_train_loss": status.get("final_loss"),
             "plateau_steps": status.get("plateau_steps"),
+            "eval_plateau_steps": status.get("eval_plateau_steps"),
         }
         results = run_dir / "results.json"
         if status["status"] != "done" or not results.exists():

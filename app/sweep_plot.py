@@ -14,7 +14,14 @@ from metalearn.core.files import atomic_write
 from metalearn.transitions import order_values
 
 # per-point columns of the table that can be plotted like a metric (one value per point)
-POINT_COLUMNS = ("final_train_loss", "plateau_steps", "train_flops", "wall_s", "steps_per_s")
+POINT_COLUMNS = (
+    "final_train_loss",
+    "plateau_steps",
+    "eval_plateau_steps",
+    "train_flops",
+    "wall_s",
+    "steps_per_s",
+)
 
 
 def tick_label(value: str, powers_of_two: bool) -> str:

@@ -251,8 +251,9 @@ def held_out_scores(
     num: int = 256,
     others: dict[str, data.TaskFamily] | None = None,
 ):
-    """Metric at a few budgets on tasks outside training (unseen, or fresh), and on each of
-    `others` as NAME/metric: a cheap probe, on the same sequences every time."""
+    """Metric at a few budgets on tasks outside training (unseen, or fresh: never biased),
+    with `loss`, the training loss over every position, and the same on each of `others` as
+    NAME/metric: a cheap probe, on the same sequences every time."""
     shown = sorted({1, length // 4, length // 2, length - 1})
     probes = {"": family, **{f"{name}/": fam for name, fam in (others or {}).items()}}
     batches = {
@@ -270,9 +271,12 @@ def held_out_scores(
             if learner.num_classes is None:
                 per = jnp.mean((pred - batch.y) ** 2, 0)
                 out |= {f"{prefix}mse@{k}": per[k] for k in shown}
+                out[f"{prefix}loss"] = jnp.mean(per)
             else:
                 per = jnp.mean(jnp.argmax(pred, -1) == batch.y, 0)
                 out |= {f"{prefix}acc@{k}": per[k] for k in shown}
+                nll = -jnp.take_along_axis(jax.nn.log_softmax(pred), batch.y[..., None], -1)
+                out[f"{prefix}loss"] = jnp.mean(nll)
         return out
 
     return lambda theta: {k: float(v) for k, v in scores(theta).items()}

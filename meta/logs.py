@@ -88,13 +88,16 @@ def _parse(path: Path) -> tuple[list[dict[str, Any]], bool]:
 PLATEAU_MARGIN = 0.1
 
 
-def plateau_length(records: list[dict[str, Any]], margin: float = PLATEAU_MARGIN) -> int | None:
+def plateau_length(
+    records: list[dict[str, Any]], margin: float = PLATEAU_MARGIN, key: str = "loss"
+) -> int | None:
     """The length of the initial loss plateau (Kirsch et al. 2022, Sec. 4.4): the step of the
-    first record whose training loss is at most (1 - margin) times the first record's loss,
-    or None while it never is. Its resolution is the log interval (`loop.log_every`)."""
+    first record whose `key` (the training loss; `eval/loss` for the periodic probe's loss on
+    fresh tasks) is at most (1 - margin) times the first record's, or None while it never is.
+    Its resolution is the log interval (`loop.log_every`, or `loop.eval_every`)."""
     if not 0.0 < margin < 1.0:
         raise UserError(f"the plateau margin must be a fraction in (0, 1), got {margin}")
-    losses = [(r["step"], r["loss"]) for r in records if isinstance(r.get("loss"), float)]
+    losses = [(r["step"], r[key]) for r in records if isinstance(r.get(key), float)]
     if not losses:
         return None
     level = (1.0 - margin) * losses[0][1]

@@ -1,25 +1,18 @@
 """Data parallelism over tasks with JAX's own runtime: one mesh axis, `tasks`.
 
 The axis is `Auto` (jax >= 0.7 makes new mesh axes explicit by default): we constrain where
-batches live and let the compiler propagate the rest. Multi-host runs start with
-`jax.distributed.initialize()` only when the coordinator environment asks for it.
+batches live and let the compiler propagate the rest. In a multi-host job
+(`meta.distributed`) the mesh spans every process's devices.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
 from jax.sharding import AxisType, Mesh, PartitionSpec
 
 AXIS = "tasks"
-
-
-def maybe_initialize_distributed() -> None:
-    """Join a multi-host job when its coordinator is configured; a no-op on one machine."""
-    if os.environ.get("JAX_COORDINATOR_ADDRESS") and jax.process_count() == 1:
-        jax.distributed.initialize()
 
 
 def task_mesh(devices: list[Any] | None = None) -> Mesh:

@@ -1,4 +1,4 @@
-"""Data parallelism: the same training on two (simulated) devices matches one device."""
+"""Data parallelism: the same training on eight (simulated) devices matches one device."""
 
 from __future__ import annotations
 
@@ -74,17 +74,17 @@ def _run(devices: int, script: str = SCRIPT) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_two_devices_split_the_tasks_and_match_one():
-    one, two = _run(1), _run(2)
-    assert one["devices"] == 1 and two["devices"] == 2
-    assert two["batch_shards"] == 2  # the task axis really is split across the devices
-    np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-5)
-    np.testing.assert_allclose(two["grad"], one["grad"], rtol=1e-4, atol=1e-6)
+def test_eight_devices_split_the_tasks_and_match_one():
+    one, eight = _run(1), _run(8)
+    assert one["devices"] == 1 and eight["devices"] == 8
+    assert eight["batch_shards"] == 8  # the task axis really is split across the devices
+    np.testing.assert_allclose(eight["loss"], one["loss"], rtol=1e-5)
+    np.testing.assert_allclose(eight["grad"], one["grad"], rtol=1e-4, atol=1e-6)
 
 
-def test_two_devices_split_the_workers_of_pes_and_nres_and_match_one():
-    one, two = _run(1, ESTIMATES), _run(2, ESTIMATES)
-    assert one["devices"] == 1 and two["devices"] == 2
+def test_eight_devices_split_the_workers_of_pes_and_nres_and_match_one():
+    one, eight = _run(1, ESTIMATES), _run(8, ESTIMATES)
+    assert one["devices"] == 1 and eight["devices"] == 8
     for name in ("pes", "nres"):
-        assert two[f"{name}_shards"] == 2  # each device holds half of the workers
-        np.testing.assert_allclose(two[name], one[name], rtol=1e-5, atol=1e-6)
+        assert eight[f"{name}_shards"] == 8  # each device holds one of the eight workers
+        np.testing.assert_allclose(eight[name], one[name], rtol=1e-5, atol=1e-6)

@@ -247,6 +247,28 @@ def test_plateau_length_from_the_training_log():
     assert plateau_length([{"step": 5, "eval/acc": 0.5}]) is None
     with pytest.raises(UserError, match="fraction in"):
         plateau_length(flat_then_down, margin=1.5)
+    # the fresh-task probe's loss, logged in records of its own between the training records
+    mixed = [*flat_then_down, {"step": 20, "eval/loss": 2.4}, {"step": 60, "eval/loss": 2.2}]
+    mixed.append({"step": 70, "eval/loss": 2.0})
+    assert plateau_length(mixed, key="eval/loss") == 70  # 0.9 x 2.4 = 2.16
+
+
+def test_the_probe_loss_is_the_cross_entropy_on_fresh_tasks():
+    import jax
+    import optax
+
+    from metalearn import data
+    from metalearn.experiments.icl_study import held_out_scores
+    from metalearn.icl.learner import InContextLearner, ModelConfig
+
+    fam = data.from_spec("projected:base=digits,dim=8,bias=0.5")
+    learner = InContextLearner.for_family(ModelConfig(depth=1, width=16, heads=2), fam, 6)
+    theta = learner.init(jax.random.key(0))
+    got = held_out_scores(learner, fam, 6, num=32)(theta)["loss"]
+    batch = fam.sample(jax.random.key(12345), 32, 6, "all")  # the probe's own draw: unbiased
+    logits = learner.apply(theta, batch.x, batch.y)
+    want = optax.softmax_cross_entropy_with_integer_labels(logits, batch.y).mean()
+    assert abs(got - float(want)) < 1e-5
 
 
 def test_workers_give_the_table_one_process_gives(tmp_path):
