@@ -184,12 +184,8 @@ def bench_gpt2(spec, length, batch, depth, width, heads, repeats, rate):
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="metalearn bench icl", description=__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=20, help="timed steps per setting (median)")
-    p.add_argument("--json", help="also write the numbers to this JSON file")
-    args = p.parse_args(argv)
-
+def measure(repeats: int = 20) -> dict:
+    """Settings (a), its GPT-2-style reference and (b), with the matmul rate before and after."""
     load_before = os.getloadavg()
     rate = matmul_rate()
     rows = [
@@ -199,29 +195,68 @@ def main(argv: list[str] | None = None) -> int:
             16,
             256,
             ModelConfig(depth=4, width=64, heads=2),
-            args.repeats,
+            repeats,
             rate,
         ),
-        bench_gpt2("linear_regression:dim=8,noise=0.5", 16, 256, 4, 64, 2, args.repeats, rate),
+        bench_gpt2("linear_regression:dim=8,noise=0.5", 16, 256, 4, 64, 2, repeats, rate),
         bench_setting(
             "b",
             "projected:base=digits,dim=64,num_classes=10",
             100,
             64,
             ModelConfig(depth=4, width=128, heads=4),
-            args.repeats,
+            repeats,
             rate,
         ),
     ]
-    rate_after = matmul_rate()
+    return {
+        "matmul_gflops": rate,
+        "matmul_gflops_after": matmul_rate(),
+        "rows": rows,
+        "speedup_a": rows[0]["sequences_per_s"] / rows[1]["sequences_per_s"],
+        "load_before": load_before,
+    }
+
+
+def figures(repeats: int = 20) -> list[dict]:
+    """The suite's figures: sequences/s, GFLOP/s, fraction of the matmul rate, compile time."""
+    m = measure(repeats)
+    a, ref, b = m["rows"]
+    out = [{"figure": "f32 matmul rate (1024^2, jitted)", "value": m["matmul_gflops"]}]
+    out[-1]["unit"] = "GFLOP/s"
+    for name, r in (("(a)", a), ("(a) GPT-2-style reference", ref), ("(b)", b)):
+        out += [
+            {"figure": f"ICL step {name} sequences/s", "value": r["sequences_per_s"], "unit": ""},
+            {"figure": f"ICL step {name} GFLOP/s", "value": r["gflops"], "unit": "GFLOP/s"},
+            {"figure": f"ICL step {name} compile", "value": r["compile_s"], "unit": "s"},
+        ]
+    out.append(
+        {"figure": "ICL step (a) vs the reference", "value": m["speedup_a"], "unit": "x"}
+        | {"goal": ">= 2.5x"}
+    )
+    out.append(
+        {"figure": "ICL step (b) of the matmul rate", "value": b["fraction_of_matmul"]}
+        | {"unit": "fraction", "goal": ">= 0.5"}
+    )
+    return [{"suite": "icl", **f} for f in out]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="metalearn bench icl", description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=20, help="timed steps per setting (median)")
+    p.add_argument("--json", help="also write the numbers to this JSON file")
+    args = p.parse_args(argv)
+
+    m = measure(args.repeats)
+    rate, rows, speedup = m["matmul_gflops"], m["rows"], m["speedup_a"]
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
         f"jax {jax.__version__} on {jax.devices()[0].platform}; load average before "
-        f"{load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}"
+        f"{m['load_before'][0]:.2f}, after {os.getloadavg()[0]:.2f}"
     )
     print(
         f"matmul rate (1024x1024 float32, jitted): {rate:.1f} GFLOP/s "
-        f"(again after the benchmark: {rate_after:.1f})"
+        f"(again after the benchmark: {m['matmul_gflops_after']:.1f})"
     )
     cols = ("compile s", "step ms", "seq/s", "GFLOP/s", "of matmul")
     print(f"{'setting':12s} {'model':44s} " + " ".join(f"{c:>9s}" for c in cols))
@@ -230,7 +265,6 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['setting']:12s} {r['model']:44s} {r['compile_s']:9.1f} {r['step_s'] * 1e3:9.1f} "
             f"{r['sequences_per_s']:9.0f} {r['gflops']:9.1f} {r['fraction_of_matmul']:9.1%}"
         )
-    speedup = rows[0]["sequences_per_s"] / rows[1]["sequences_per_s"]
     print(
         f"(a) sequences/s versus the interleaved GPT-2-style model: {speedup:.2f}x (goal >= 1.5x)"
     )
@@ -238,19 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         from metalearn.core.files import atomic_write_text
 
-        atomic_write_text(
-            args.json,
-            json.dumps(
-                {
-                    "matmul_gflops": rate,
-                    "matmul_gflops_after": rate_after,
-                    "rows": rows,
-                    "speedup_a": speedup,
-                    "load_before": load_before,
-                },
-                indent=1,
-            ),
-        )
+        atomic_write_text(args.json, json.dumps(m, indent=1))
     return 0
 
 

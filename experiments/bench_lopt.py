@@ -19,18 +19,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from metalearn.experiments.bench_estimators import inner_steps_per_s
 from metalearn.experiments.bench_icl import median_time
 from metalearn.lopt import (
-    MLP,
     AdafacMLPLOpt,
     HandDesigned,
-    InnerProblem,
-    InnerTraining,
     MLPLOpt,
     RNNMLPLOpt,
     VeLO,
 )
-from metalearn.meta.estimators import pes
 
 
 def step_time(lopt, theta, repeats: int) -> float:
@@ -69,34 +66,18 @@ def step_time(lopt, theta, repeats: int) -> float:
     return median_time(run, repeats, warmup=2)
 
 
-def pes_throughput(lopt, repeats: int) -> tuple[float, int]:
-    """Inner steps per second of PES meta-training (8 tasks, truncation 10, horizon 100)."""
-    problem = InnerProblem("projected:base=digits,dim=64", MLP((32,)), 128)
-    n_params = 64 * 32 + 32 + 32 * 10 + 10
-    task = InnerTraining(lopt, problem, horizon=100)
-    est = pes(task, num_workers=8, truncation=10, sigma=0.01)
-    theta = lopt.init(jax.random.key(0))
-    state = jax.jit(est.init)(jax.random.key(1), theta)
-    estimate = jax.jit(est.estimate)
-    carry = [state, 0]
-
-    def run():
-        out = estimate(theta, carry[0], jax.random.key(carry[1]), 0)
-        carry[0], carry[1] = out.state, carry[1] + 1
-        return out.grad
-
-    seconds = median_time(run, repeats, warmup=2)
-    return 8 * 10 / seconds, n_params
+GOALS = {  # issue 18: step time as a multiple of Adam's
+    "mlp_lopt(hidden=32)": "<= 6x",
+    "mlp_lopt(hidden=4)": "<= 2x",
+    "adafac_mlp_lopt(hidden=4)": "<= 2x",
+    "velo(lstm 512, 256 MLPs)": "<= 2.5x",
+}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="metalearn bench lopt", description=__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=20)
-    args = p.parse_args(argv)
-    load = os.getloadavg()[0]
+def step_times(repeats: int = 20) -> dict[str, float]:
+    """Median seconds of one training step with Adam and with each learned optimizer."""
     adam = HandDesigned("adam", optax.adam, 1e-3)
-    base = step_time(adam, adam.init(jax.random.key(0)), args.repeats)
-    rows = [("adam", base)]
+    times = {"adam": step_time(adam, adam.init(jax.random.key(0)), repeats)}
     lopts = {
         "mlp_lopt(hidden=32)": MLPLOpt(hidden=32),
         "mlp_lopt(hidden=4)": MLPLOpt(hidden=4),
@@ -105,19 +86,45 @@ def main(argv: list[str] | None = None) -> int:
         "velo(lstm 512, 256 MLPs)": VeLO(num_steps=1000),
     }
     for name, lopt in lopts.items():
-        rows.append((name, step_time(lopt, lopt.init(jax.random.key(0)), args.repeats)))
+        times[name] = step_time(lopt, lopt.init(jax.random.key(0)), repeats)
+    return times
+
+
+def figures(repeats: int = 20) -> list[dict]:
+    """Each optimizer's step on the 784-1024-1024-10 MLP: milliseconds and multiple of Adam."""
+    times = step_times(repeats)
+    out = [{"figure": "MLP 784-1024-1024-10 step, adam", "value": times["adam"] * 1e3}]
+    out[0]["unit"] = "ms"
+    for name, t in list(times.items())[1:]:
+        out.append(
+            {"figure": f"same step, {name}", "value": t / times["adam"], "unit": "x Adam"}
+            | ({"goal": GOALS[name]} if name in GOALS else {})
+        )
+    return [{"suite": "lopt", **f} for f in out]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="metalearn bench lopt", description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=20)
+    args = p.parse_args(argv)
+    load = os.getloadavg()[0]
+    times = step_times(args.repeats)
+    base = times["adam"]
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cpus, jax {jax.__version__} on "
         f"{jax.devices()[0].platform}; load average before {load:.2f}"
     )
     print(f"training step of an MLP 784-1024-1024-10 at batch 128 (median of {args.repeats}):")
-    for name, t in rows:
+    for name, t in times.items():
         print(f"  {name:26s} {t * 1e3:8.1f} ms   {t / base:6.2f}x Adam")
-    for name in ("mlp_lopt(hidden=32)", "adafac_mlp_lopt(hidden=4)"):
-        rate, n = pes_throughput(lopts[name], max(5, args.repeats // 4))
+    for name, lopt in (
+        ("mlp_lopt(hidden=32)", MLPLOpt(hidden=32)),
+        ("adafac_mlp_lopt(hidden=4)", AdafacMLPLOpt(hidden=4)),
+    ):
+        rate = inner_steps_per_s(lopt, "pes", max(5, args.repeats // 4))
         print(
             f"PES meta-training, {name}, 8 tasks, truncation 10, "
-            f"MLP of {n} parameters at batch 128: {rate:.0f} inner steps/s"
+            f"MLP of 2410 parameters at batch 128: {rate:.0f} inner steps/s"
         )
     return 0
 

@@ -47,6 +47,39 @@ def time_sweep(out: Path, pools: int, steps: int, width: int, batch: int) -> flo
     return time.perf_counter() - start
 
 
+def measure(pools: int, steps: int, width: int) -> tuple[dict[str, float], float]:
+    """Wall seconds of the slice batched and one at a time, and the largest difference
+    between the two tables' means."""
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        walls = {}
+        for mode, batch in (("batched", pools), ("one at a time", 1)):
+            walls[mode] = time_sweep(Path(tmp) / str(batch), pools, steps, width, batch)
+        a = pd.read_parquet(Path(tmp) / "1" / "results.parquet")
+        b = pd.read_parquet(Path(tmp) / str(pools) / "results.parquet")
+        return walls, float((a["mean"] - b["mean"]).abs().max())
+
+
+def figures(repeats: int | None = None, pools: int = 4, steps: int = 100) -> list[dict]:
+    """Points/hour batched and one at a time, for `bench all` (a smaller slice than the
+    command's default; `repeats` is not used: each sweep runs once)."""
+    del repeats
+    walls, worst = measure(pools, steps, 32)
+    rates = {mode: pools / wall * 3600 for mode, wall in walls.items()}
+    out = [
+        {"figure": f"sweep slice ({pools} pools, {steps} steps), {mode}", "value": rate}
+        | {"unit": "points/hour"}
+        for mode, rate in rates.items()
+    ]
+    out.append(
+        {"figure": "batched / one at a time", "value": rates["batched"] / rates["one at a time"]}
+        | {"unit": "x", "goal": ">= 2x"}
+    )
+    out.append({"figure": "tables' largest mean difference", "value": worst, "unit": ""})
+    return [{"suite": "sweep", **f} for f in out]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="metalearn bench sweep", description=__doc__.splitlines()[0])
     p.add_argument("--pools", type=int, default=8, help="pool sizes 2^0 .. 2^(P-1) (points)")
@@ -59,18 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             f"need --pools >= 2, --steps >= 1, --width >= 4; got {args.pools}, "
             f"{args.steps}, {args.width}"
         )
-    import pandas as pd
-
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory() as tmp:
-        walls = {}
-        for mode, batch in (("batched", args.pools), ("one at a time", 1)):
-            walls[mode] = time_sweep(
-                Path(tmp) / str(batch), args.pools, args.steps, args.width, batch
-            )
-        a = pd.read_parquet(Path(tmp) / "1" / "results.parquet")
-        b = pd.read_parquet(Path(tmp) / str(args.pools) / "results.parquet")
-        worst = float((a["mean"] - b["mean"]).abs().max())
+    walls, worst = measure(args.pools, args.steps, args.width)
     print(
         f"machine: {cpu_name()}, {os.cpu_count()} cpus, jax {jax.__version__} on "
         f"{jax.devices()[0].platform}; load average before {load_before[0]:.2f}, after "
