@@ -167,6 +167,13 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--metric", help="default: the first in the table")
     pl.add_argument("--subset", help="seen, unseen or all (default: unseen where there is one)")
     pl.add_argument("--budget", type=int, help="default: the last")
+    pl.add_argument(
+        "--logged",
+        metavar="KEY,KEY",
+        help="instead: these metrics.jsonl keys (e.g. loss,eval/loss) of every point over "
+        "training, one panel per value of --x (DIR/logged.png)",
+    )
+    pl.add_argument("--smooth", type=int, default=1, help="with --logged: running mean of N logs")
     pl.set_defaults(func=_plot)
 
     tb = sub.add_parser(
@@ -387,6 +394,13 @@ def _plot(args: argparse.Namespace) -> int:
         print(f"plot written to {out}")
         return 0
 
+    if args.logged:
+        from metalearn.sweep_plot import plot_logged
+
+        keys = [k for k in args.logged.split(",") if k]
+        out = plot_logged(args.sweep, keys, panels=args.x, smooth=args.smooth)
+        print(f"plot written to {out}")
+        return 0
     out = plot_sweep(
         args.sweep,
         x=args.x,

@@ -213,3 +213,80 @@ def plot_sweep(
     atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
     plt.close(fig)
     return out
+
+
+def plot_logged(
+    sweep_dir: str | Path, metrics: list[str], *, panels: str | None = None, smooth: int = 1
+) -> Path:
+    """Write DIR/logged.png: logged `metrics` (metrics.jsonl keys, e.g. loss and eval/loss)
+    of every point against the training step, one panel per value of the grid key `panels`
+    (default: the first), one colour per value of the other grid keys, one line style per
+    metric; each line a running mean over `smooth` records. Returns its path."""
+    import pandas as pd
+
+    from metalearn.meta.logs import read_metrics
+
+    sweep_dir = Path(sweep_dir)
+    table = sweep_dir / "results.parquet"
+    if not table.exists():
+        raise UserError(f"{str(table)!r} does not exist; run `metalearn sweep` into it first")
+    if smooth < 1:
+        raise UserError(f"--smooth must be a positive number of records, got {smooth}")
+    if not 1 <= len(metrics) <= 4:
+        raise UserError(f"give 1 to 4 logged metrics (one line style each), got {metrics}")
+    grid_values = json.loads((sweep_dir / "sweep.json").read_text())["grid"]
+    keys = list(grid_values)
+    panels = panels or keys[0]
+    if panels not in keys:
+        raise UserError(f"{panels!r} is not a grid key of this sweep; its keys: {keys}")
+    others = [k for k in keys if k != panels]
+    points = pd.read_parquet(table)[[*keys, "point"]].drop_duplicates("point")
+    columns = _axis(points[panels], grid_values[panels])
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(len(columns), 4)
+    rows = -(-len(columns) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3 * rows), squeeze=False)
+    styles = ["-", "--", ":", "-."]
+    colours: dict[tuple, str] = {}
+    seen: set[str] = set()
+    for ax, value in zip(axes.flat, columns, strict=False):
+        for _, point in points[points[panels].astype(str) == value].iterrows():
+            path = sweep_dir / "points" / point["point"] / "metrics.jsonl"
+            records = read_metrics(path) if path.exists() else []
+            label = ", ".join(f"{k}={point[k]}" for k in others) or "point"
+            colour = colours.setdefault(label, f"C{len(colours) % 10}")
+            for style, metric in zip(styles, metrics, strict=False):
+                xy = [(r["step"], r[metric]) for r in records if isinstance(r.get(metric), float)]
+                if not xy:
+                    continue
+                seen.add(metric)
+                steps, values = np.array(xy).T
+                kernel = np.ones(min(smooth, len(values))) / min(smooth, len(values))
+                values = np.convolve(values, kernel, mode="valid")
+                ax.plot(steps[len(steps) - len(values) :], values, style, color=colour, lw=1)
+        ax.set_title(f"{panels}={value}", fontsize=9)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(columns) :]:
+        ax.set_visible(False)
+    missing = [m for m in metrics if m not in seen]
+    if missing:
+        plt.close(fig)
+        raise UserError(f"metrics {missing} were never logged by any point of this sweep")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=c, label=label) for label, c in colours.items()]
+    handles += [
+        Line2D([], [], color="k", ls=s, label=m) for s, m in zip(styles, metrics, strict=False)
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), fontsize=7)
+    fig.tight_layout(rect=(0, 0.08 if rows == 1 else 0.05, 1, 1))
+    out = sweep_dir / "logged.png"
+    atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
+    plt.close(fig)
+    return out

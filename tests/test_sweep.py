@@ -234,6 +234,26 @@ def test_plots_of_one_and_two_grid_keys(tmp_path):
     assert plot_sweep(one, metric="plateau_steps").name == "plot_plateau_steps.png"
 
 
+def test_logged_metrics_of_every_point_over_training(tmp_path):
+    from metalearn.sweep_plot import plot_logged
+
+    sweep = tmp_path / "s"
+    _synthetic_sweep(sweep, {"batch_size": ["16", "32"], "family.bias": ["0", "0.2"]})
+    points = pd.read_parquet(sweep / "results.parquet")["point"].unique()
+    for point in points:
+        (sweep / "points" / point).mkdir(parents=True)
+        lines = [{"step": s, "loss": 2.3 - s / 100} for s in range(1, 6)]
+        lines.append({"step": 5, "eval/loss": 2.2})
+        (sweep / "points" / point / "metrics.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in lines)
+        )
+    assert plot_logged(sweep, ["loss", "eval/loss"], smooth=2).stat().st_size > 0
+    with pytest.raises(UserError, match=r"\['eval/acc@3'\] were never logged"):
+        plot_logged(sweep, ["loss", "eval/acc@3"])
+    with pytest.raises(UserError, match="not a grid key"):
+        plot_logged(sweep, ["loss"], panels="model.width")
+
+
 def test_plateau_length_from_the_training_log():
     from metalearn.meta.logs import plateau_length
 
