@@ -183,12 +183,12 @@ def test_garg_baselines_beat_least_squares_where_they_should():
     cannot; on trees a tree learner beats a linear fit (paired, on the same sequences)."""
     key = jax.random.key(8)
     sparse = data.make("sparse_linear", dim=8, sparsity=2)
-    lasso = evaluate(baseline("lasso"), sparse, [5], 128, key).get().per_sequence[:, 0]
-    lsq = evaluate(baseline("least_squares"), sparse, [5], 128, key).get().per_sequence[:, 0]
+    lasso = evaluate(baseline("lasso"), sparse, [5], 64, key).get().per_sequence[:, 0]
+    lsq = evaluate(baseline("least_squares"), sparse, [5], 64, key).get().per_sequence[:, 0]
     diff = lsq - lasso
     assert diff.mean() > 3 * diff.std(ddof=1) / np.sqrt(len(diff))
     tree = data.make("decision_tree", dim=3, depth=2)
-    learned = evaluate(baseline("tree"), tree, [30], 128, key).get().per_sequence[:, 0]
-    linear = evaluate(baseline("least_squares"), tree, [30], 128, key).get().per_sequence[:, 0]
+    learned = evaluate(baseline("tree"), tree, [30], 64, key).get().per_sequence[:, 0]
+    linear = evaluate(baseline("least_squares"), tree, [30], 64, key).get().per_sequence[:, 0]
     diff = linear - learned
     assert diff.mean() > 3 * diff.std(ddof=1) / np.sqrt(len(diff))

@@ -124,9 +124,9 @@ def test_lopt_experiment_end_to_end(tmp_path, capsys):
         "--set",
         "eval.optional=",  # the default's MNIST problems would dominate the test's time
         "--set",
-        "eval.seeds=3",
+        "eval.seeds=2",
         "--set",
-        "eval.tune_seeds=3",
+        "eval.tune_seeds=1",
         "--set",
         "eval.every=2",
     ]
@@ -134,7 +134,7 @@ def test_lopt_experiment_end_to_end(tmp_path, capsys):
     records = json.loads((out / "results.json").read_text())
     assert {r["budget_unit"] for r in records} == {"steps"}
     assert records[0]["learner"] == "lopt" and records[1]["learner"].startswith("adam(lr=")
-    assert all(r["num_sequences"] == 3 for r in records)
+    assert all(r["num_sequences"] == 2 for r in records)
     text = capsys.readouterr().out
     assert "final training loss after 6 steps" in text and "mlp[8] batch 16" in text
     # the examples protocol: the learned optimizer in the same table as a baseline

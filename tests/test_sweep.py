@@ -101,7 +101,8 @@ def test_a_failing_point_is_recorded_and_the_others_go_on(tmp_path, capsys):
     assert record["grid"] == {"optim.lr": ["1e-3", "1e38"]}
 
 
-@pytest.mark.parametrize("jobs,batch", [(1, 1), (2, 1), (1, 2)])
+# two workers, and a batch of two: each covers the one-process path's resume as well
+@pytest.mark.parametrize("jobs,batch", [(2, 1), (1, 2)])
 def test_kill_9_of_the_sweep_then_the_same_command_finishes_it(tmp_path, jobs, batch):
     """Killed while a point trains, the sweep started again skips the finished points,
     resumes the partial ones, and its table has every point exactly once. With workers, the
@@ -116,11 +117,10 @@ def test_kill_9_of_the_sweep_then_the_same_command_finishes_it(tmp_path, jobs, b
     from metalearn.meta.logs import read_metrics
 
     out = tmp_path / "sweep"
-    # two points (the last --seeds wins), the second killed while it trains
-    # with two workers, four points: one finishes while others train
-    # with batches of two, four points: the first batch finishes while the second trains
-    seeds = ["--seeds", "1"] if jobs == batch == 1 else ["--seeds", "2", "--jobs", str(jobs)]
-    seeds += ["--batch", str(batch)]
+    # four points (two pools x two seeds; the last --seeds wins), killed while one trains:
+    # with two workers, one finishes while others train; with batches of two, the first
+    # batch finishes while the second trains
+    seeds = ["--seeds", "2", "--jobs", str(jobs), "--batch", str(batch)]
     argv = [*_argv(out), *seeds, "--set", "loop.steps=30", "--set", "loop.log_every=1"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "metalearn.cli", *argv],
@@ -163,7 +163,7 @@ def test_kill_9_of_the_sweep_then_the_same_command_finishes_it(tmp_path, jobs, b
         for p in (out / "points").iterdir()
         if (p / "status.json").exists()
     }
-    total = 2 * (1 if jobs == batch == 1 else 2)
+    total = 4
     assert 1 <= len(finished) < total
 
     assert main(argv) == 0
