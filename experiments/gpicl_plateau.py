@@ -1,10 +1,13 @@
 """Issue 17, item 2: the loss plateau and what shortens it (Kirsch et al. 2022, GPICL, Sec. 4).
 
     metalearn sweep gpicl_plateau --out sweeps/gpicl_plateau
-    metalearn plot sweeps/gpicl_plateau --metric eval_plateau_steps
-    # Adam's epsilon, at one batch size and no bias:
-    metalearn sweep gpicl_plateau --grid optim.eps=1e-4,1e-8,1e-12,1e-16 --grid batch_size=64 \
-        --grid family.bias=0 --out sweeps/gpicl_plateau_eps
+    metalearn plot sweeps/gpicl_plateau --logged loss,eval/loss --smooth 4
+    # the same grid with the token shift, whose plateau ends within the run:
+    metalearn sweep gpicl_plateau --set model.shift=true --grid family.bias=0,0.2 \
+        --out sweeps/gpicl_plateau_shift
+    # Adam's epsilon, with the shift, at one batch size and no bias:
+    metalearn sweep gpicl_plateau --set model.shift=true --grid optim.eps=1e-4,1e-8,1e-12,1e-16 \
+        --grid batch_size=64 --grid family.bias=0 --out sweeps/gpicl_plateau_eps
 
 GPICL's plain transformer (no token shift) meta-trained on study 2's family with fresh tasks
 (random 16-d projections of 8x8 digits, permuted labels, sequences of 25) sits on a loss
