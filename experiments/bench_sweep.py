@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -24,16 +23,7 @@ from pathlib import Path
 
 import jax
 
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else what `platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from metalearn.experiments.bench_all import machine
 
 
 def time_sweep(out: Path, pools: int, steps: int, width: int, batch: int) -> float:
@@ -95,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     walls, worst = measure(args.pools, args.steps, args.width)
     print(
-        f"machine: {cpu_name()}, {os.cpu_count()} cpus, jax {jax.__version__} on "
+        f"machine: {machine()['cpu']}, {os.cpu_count()} cpus, jax {jax.__version__} on "
         f"{jax.devices()[0].platform}; load average before {load_before[0]:.2f}, after "
         f"{os.getloadavg()[0]:.2f}"
     )
@@ -113,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         from metalearn.core.files import atomic_write_text
 
         record = {
-            "machine": cpu_name(),
+            "machine": machine()["cpu"],
             "cpus": os.cpu_count(),
             "device": jax.devices()[0].platform,
             "jax": jax.__version__,

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from metalearn.core.errors import NonFiniteError, UserError
+from metalearn.meta.distributed import is_lead
 from metalearn.meta.experiment import Setup
 from metalearn.meta.logs import MetricsLog
 from metalearn.meta.loop import (
@@ -80,7 +81,7 @@ def meta_train_batch(
     loop = first.loop
     optimizer = first.optim.make(loop.steps)
     schedule = first.optim.schedule(loop.steps)
-    lead = jax.process_index() == 0
+    lead = is_lead()
     from metalearn.meta.checkpoint import Checkpointer
 
     states, data_keys, ckpts, logs, starts = [], [], [], [], []

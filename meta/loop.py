@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from metalearn.core.errors import NonFiniteError, UserError
+from metalearn.meta.distributed import is_lead
 from metalearn.meta.logs import MetricsLog
 from metalearn.meta.objective import GradientEstimator, Theta
 from metalearn.meta.optim import OptimConfig
@@ -97,7 +98,7 @@ def meta_train(
 
     ckpt = log = None
     start = 0
-    lead = jax.process_index() == 0  # in a multi-host job one process logs and shows progress
+    lead = is_lead()  # in a multi-host job one process logs and shows progress
     if run_dir is not None:
         from metalearn.meta.checkpoint import Checkpointer
 
