@@ -285,7 +285,9 @@ def _parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_chaos)
 
     b = sub.add_parser("bench", help="benchmarks that print numbers")
-    b.add_argument("what", choices=["all", "icl", "lopt", "estimators", "scaling", "sweep"])
+    b.add_argument(
+        "what", choices=["all", "icl", "lopt", "estimators", "scaling", "sweep", "local"]
+    )
     b.add_argument("args", nargs=argparse.REMAINDER)
     b.set_defaults(func=_bench)
     return p

@@ -19,6 +19,7 @@ from metalearn.icl.learner import (
     ModelConfig,
     SequenceObjective,
     TrainedPredictor,
+    pipelined_local,
 )
 from metalearn.meta.compare import distance_curves
 from metalearn.meta.evaluate import Curves, Learner, check_budgets, evaluate
@@ -61,6 +62,9 @@ class ICLConfig:
     batch_size: int = 128
     weighting: str = "uniform"  # or "log": mean over positions of log MSE (regression)
     model: ModelConfig = ModelConfig()
+    # > 0: local updates (model.local_blocks stages) pipelined over that many microbatches,
+    # stage k on device k (icl.learner.pipelined_local); 0: one program on the task mesh
+    local_pipeline: int = 0
     optim: OptimConfig = OptimConfig()
     loop: LoopConfig = LoopConfig()
     eval: EvalConfig = EvalConfig()
@@ -78,9 +82,16 @@ class ICLConfig:
         learner = InContextLearner.for_family(self.model, family, self.length)
         self.check_eval(TrainedPredictor(learner, None, "the model"))
         objective = SequenceObjective(learner, family, self.batch_size, self.length, self.weighting)
+        if self.local_pipeline < 0:
+            raise UserError(f"local_pipeline must be >= 0 (0 = off), got {self.local_pipeline}")
+        pipelined = self.local_pipeline > 0
         return Setup(
             init=objective.init,
-            estimator=backprop(objective),
+            estimator=(
+                pipelined_local(objective, self.local_pipeline)
+                if pipelined
+                else backprop(objective)
+            ),
             optim=self.optim,
             loop=self.loop,
             learner=lambda theta, name: TrainedPredictor(learner, theta, name),
@@ -92,7 +103,7 @@ class ICLConfig:
             ),
             eval_defaults=EvalDefaults(family=self.family, examples=self.length),
             flops_per_step=lambda theta: learner.step_flops(theta, self.batch_size),
-            batchable=self._batchable(learner, family),
+            batchable=None if pipelined else self._batchable(learner, family),
         )
 
     def _batchable(self, learner: InContextLearner, family: data.TaskFamily) -> Batchable:

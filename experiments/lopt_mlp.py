@@ -88,6 +88,8 @@ class Config:
     estimator: str = "nres"
     num_workers: int = 8  # per training problem
     sigma: float = 0.01
+    # tbptt only: recompute each inner step in the backward pass (less memory per window)
+    remat: bool = False
     optim: OptimConfig = OptimConfig(lr=3e-3, warmup=20, clip=1.0)
     loop: LoopConfig = LoopConfig(steps=8000, log_every=100, checkpoint_every=2000)
     eval: LOptEvalConfig = LOptEvalConfig()
@@ -128,14 +130,24 @@ class Config:
                 f"eval.every must be a positive int and eval.steps >= 0 (0: the horizon), got "
                 f"{ev.every} and {ev.steps}"
             )
+        if self.remat and self.estimator != "tbptt":
+            raise UserError(
+                f"remat=true needs estimator tbptt (the one that backpropagates through the "
+                f"unroll), got {self.estimator!r}"
+            )
         lopt = self.make_lopt()
+        extra = {"remat": True} if self.remat else {}
         tasks = [
             InnerTraining(lopt, problem, self.horizon, self.log_loss)
             for problem in self.training_problems()
         ]
         parts = tuple(
             ESTIMATORS[self.estimator](
-                task, num_workers=self.num_workers, truncation=self.truncation, sigma=self.sigma
+                task,
+                num_workers=self.num_workers,
+                truncation=self.truncation,
+                sigma=self.sigma,
+                **extra,
             )
             for task in tasks
         )

@@ -15,10 +15,13 @@ from flax import nnx
 from metalearn.core.errors import UserError
 from metalearn.data.base import Batch, TaskFamily
 from metalearn.icl.fast_weights import FastWeights
+from metalearn.icl.local import LocalTransformer, pipelined_value_and_grad
 from metalearn.icl.lstm import LSTM
 from metalearn.icl.tokens import token_size, tokens
 from metalearn.icl.transformer import Transformer
 from metalearn.meta.evaluate import Predictions
+from metalearn.meta.local_updates import local_objective, stage_mesh
+from metalearn.meta.objective import Estimate, Estimator
 
 Theta = dict[str, Any]
 
@@ -29,7 +32,14 @@ KINDS = ("transformer", "lstm", "fast_weights")
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Architecture of an in-context learner (`heads`: transformers and fast weights;
-    `mlp_ratio`: both; `shift`, the token shift of icl/transformer.py: every kind)."""
+    `mlp_ratio`: both; `shift`, the token shift of icl/transformer.py: every kind).
+
+    `local_blocks` > 1 trains a transformer by local updates (icl/local.py, Laskin et al.
+    2020): its layers in that many stages, each with its own readout and loss, no gradient
+    across stages; `local_overlap` layers of each stage are also trained by the next one's loss.
+    `remat` (transformers) recomputes each layer's activations in the backward pass
+    (`jax.checkpoint`): less memory, about one more forward pass of compute.
+    """
 
     kind: Literal["transformer", "lstm", "fast_weights"] = "transformer"
     depth: int = 4
@@ -37,13 +47,32 @@ class ModelConfig:
     heads: int = 2
     mlp_ratio: int = 4
     shift: bool = True
+    local_blocks: int = 1
+    local_overlap: int = 0
+    remat: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise UserError(f"model.kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
-        for name in ("depth", "width", "heads", "mlp_ratio"):
+        for name in ("depth", "width", "heads", "mlp_ratio", "local_blocks"):
             if getattr(self, name) < 1:
                 raise UserError(f"model.{name} must be a positive int, got {getattr(self, name)}")
+        if self.remat and self.kind != "transformer":
+            raise UserError(f"model.remat needs model.kind transformer, got {self.kind!r}")
+        if self.local_blocks > 1 and self.kind != "transformer":
+            raise UserError(
+                f"model.local_blocks > 1 needs model.kind transformer, got {self.kind!r}"
+            )
+        if self.depth % self.local_blocks:
+            raise UserError(
+                f"model.local_blocks ({self.local_blocks}) must divide model.depth ({self.depth})"
+            )
+        per = self.depth // self.local_blocks
+        if self.local_overlap and (self.local_blocks == 1 or not 0 <= self.local_overlap <= per):
+            raise UserError(
+                f"model.local_overlap must be in [0, {per}] (layers per local block) with "
+                f"model.local_blocks > 1, got {self.local_overlap}"
+            )
         if self.kind != "lstm" and self.width % self.heads:
             raise UserError(
                 f"model.width ({self.width}) must be divisible by model.heads ({self.heads})"
@@ -66,7 +95,18 @@ class ModelConfig:
         blocks = dict(heads=self.heads, mlp_ratio=self.mlp_ratio)
         if self.kind == "fast_weights":
             return FastWeights(token_dim, out_size, max_length, **sizes, **blocks)
-        return Transformer(token_dim, out_size, max_length, **sizes, **blocks)
+        if self.local_blocks > 1:
+            return LocalTransformer(
+                token_dim,
+                out_size,
+                max_length,
+                **sizes,
+                **blocks,
+                blocks=self.local_blocks,
+                overlap=self.local_overlap,
+                remat=self.remat,
+            )
+        return Transformer(token_dim, out_size, max_length, **sizes, **blocks, remat=self.remat)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,13 +144,18 @@ class InContextLearner:
         """Training FLOPs of one meta-training step on `batch_size` sequences of max_length
         (one token per example; attention only in transformers)."""
         depth = self.model.depth if self.model.kind == "transformer" else 0
-        per_seq = sequence_flops(self.num_params(theta), depth, self.max_length, self.model.width)
+        params = self.num_params(theta)
+        if self.model.local_overlap:
+            # each of the stages after the first recomputes (and trains) `local_overlap` layers
+            again = self.model.local_overlap * (self.model.local_blocks - 1)
+            params += again * self.num_params(theta["stages"][0]["blocks"][0])
+            depth += again
+        per_seq = sequence_flops(params, depth, self.max_length, self.model.width)
         return float(batch_size * per_seq)
 
     def apply(self, theta: Theta, x_NLD: jax.Array, y_NL: jax.Array) -> jax.Array:
         """Outputs at every position: logits [N, L, C], or predictions [N, L] for regression."""
-        out = nnx.merge(self.graphdef, theta)(tokens(x_NLD, y_NL, self.num_classes))
-        return out[..., 0] if self.num_classes is None else out
+        return self.squeeze(nnx.merge(self.graphdef, theta)(tokens(x_NLD, y_NL, self.num_classes)))
 
     def loss(
         self, theta: Theta, batch: Batch, weighting: str = "uniform"
@@ -122,15 +167,31 @@ class InContextLearner:
         error is small but matters as much relatively, are not drowned out by early ones. The
         minimizer is unchanged: the best predictor minimizes every position's error.
         """
-        out = self.apply(theta, batch.x, batch.y)
+        if self.model.local_blocks > 1:
+            module = nnx.merge(self.graphdef, theta)
+            outs = module.local_outputs(tokens(batch.x, batch.y, self.num_classes))
+            pairs = [self.output_loss(self.squeeze(o), batch.y, weighting) for o in outs]
+            metrics = dict(pairs[-1][1])
+            metrics.update({f"block{k}_loss": m["loss"] for k, (_, m) in enumerate(pairs)})
+            return local_objective([p[0] for p in pairs]), metrics
+        return self.output_loss(self.apply(theta, batch.x, batch.y), batch.y, weighting)
+
+    def squeeze(self, out: jax.Array) -> jax.Array:
+        """Outputs [N, L, 1] of a regression model as [N, L]; logits unchanged."""
+        return out[..., 0] if self.num_classes is None else out
+
+    def output_loss(
+        self, out: jax.Array, y_NL: jax.Array, weighting: str = "uniform"
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """The loss of outputs `out` (as `apply` gives them) against labels `y_NL`."""
         if self.num_classes is None:
-            per_pos = jnp.mean((out - batch.y) ** 2, axis=0)
+            per_pos = jnp.mean((out - y_NL) ** 2, axis=0)
             err = jnp.mean(per_pos)
             if weighting == "log":
                 return jnp.mean(jnp.log(per_pos)), {"loss": err, "mse": err}
             return err, {"loss": err, "mse": err}
-        ce = optax.softmax_cross_entropy_with_integer_labels(out, batch.y).mean()
-        acc = jnp.mean(jnp.argmax(out, -1) == batch.y)
+        ce = optax.softmax_cross_entropy_with_integer_labels(out, y_NL).mean()
+        acc = jnp.mean(jnp.argmax(out, -1) == y_NL)
         return ce, {"loss": ce, "accuracy": acc}
 
 
@@ -153,6 +214,57 @@ class SequenceObjective:
 
     def loss(self, theta: Theta, batch: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
         return self.learner.loss(theta, batch, self.weighting)
+
+
+def pipelined_local(objective: SequenceObjective, microbatches: int) -> Estimator:
+    """Local updates with stage k of the objective's model on device k, `microbatches`
+    pipelined through the stages (`icl.local.pipelined_value_and_grad`): the same gradient as
+    `backprop(objective)` for the same model, to float rounding."""
+    learner = objective.learner
+    model = learner.model
+    if model.local_blocks < 2 or model.local_overlap:
+        raise UserError(
+            "a pipelined step needs model.local_blocks >= 2 and model.local_overlap 0, got "
+            f"{model.local_blocks} and {model.local_overlap}"
+        )
+    if microbatches < 1 or objective.batch_size % microbatches:
+        raise UserError(
+            f"pipeline microbatches must divide batch_size {objective.batch_size}, got "
+            f"{microbatches}"
+        )
+    if objective.weighting != "uniform":
+        raise UserError("a pipelined step needs weighting=uniform (a mean over microbatches)")
+    if model.local_blocks != jax.device_count():
+        raise UserError(
+            f"model.local_blocks={model.local_blocks} pipelined stages need one device each; "
+            f"this job has {jax.device_count()} (on CPU, simulate them with XLA_FLAGS="
+            f"--xla_force_host_platform_device_count={model.local_blocks})"
+        )
+
+    def init(key: jax.Array, theta: Theta) -> tuple[()]:
+        del key, theta
+        return ()
+
+    def estimate(theta: Theta, state, key: jax.Array, step: jax.Array) -> Estimate:
+        batch = objective.sample(key, step)
+        # the loop's device mesh (every device of the job, one axis) holds the stages
+        mesh = jax.sharding.get_abstract_mesh()
+        if mesh.empty:
+            mesh = stage_mesh(model.local_blocks)
+        (axis,) = mesh.axis_names
+        loss, grad, metrics = pipelined_value_and_grad(
+            nnx.merge(learner.graphdef, theta),
+            lambda out, y: learner.output_loss(learner.squeeze(out), y),
+            theta,
+            tokens(batch.x, batch.y, learner.num_classes),
+            batch.y,
+            mesh=mesh,
+            microbatches=microbatches,
+            axis=axis,
+        )
+        return Estimate(loss, grad, state, metrics)
+
+    return Estimator(init, estimate)
 
 
 class TrainedPredictor:

@@ -10,6 +10,7 @@ an induction circuit across two, which shortens the loss plateau.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from einops import rearrange
 from flax import nnx
 
@@ -52,8 +53,10 @@ class Transformer(nnx.Module):
         heads: int = 2,
         mlp_ratio: int = 4,
         shift: bool = True,
+        remat: bool = False,
         rngs: nnx.Rngs,
     ):
+        self.remat = remat
         self.embed = nnx.Linear(token_size, width, rngs=rngs)
         self.embed_prev = (
             nnx.Linear(token_size, width, use_bias=False, rngs=rngs) if shift else None
@@ -70,6 +73,31 @@ class Transformer(nnx.Module):
         h_BTW = self.embed(tok_BTK) + self.pos[None, :t]
         if self.embed_prev is not None:
             h_BTW = h_BTW + self.embed_prev(previous(tok_BTK))
-        for block in self.blocks:
-            h_BTW = block(h_BTW)
+        h_BTW, _ = run_blocks(self.blocks, h_BTW, self.remat)
         return self.head(self.ln_f(h_BTW))
+
+
+def run_blocks(blocks, h_BTW: jax.Array, remat: bool) -> tuple[jax.Array, list[jax.Array]]:
+    """Apply `blocks` in turn: the last output and every block's output. With `remat`, the
+    blocks run as one `lax.scan` over their stacked parameters with a `jax.checkpoint`ed body,
+    so the backward pass recomputes each block's activations from its input instead of keeping
+    them (memory for about one more forward pass; XLA:CPU drops the recomputation of a
+    checkpoint outside a loop as common work, but keeps it in a scan)."""
+    blocks = list(blocks)
+    if not remat or len(blocks) < 2:
+        outs = []
+        for block in blocks:
+            h_BTW = block(h_BTW)
+            outs.append(h_BTW)
+        return h_BTW, outs
+    graph = nnx.split(blocks[0])[0]
+    states = [nnx.split(b)[1] for b in blocks]
+    stacked = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *states)
+
+    @jax.checkpoint
+    def body(h, state):
+        h = nnx.merge(graph, state)(h)
+        return h, h
+
+    h_BTW, outs_NBTW = jax.lax.scan(body, h_BTW, stacked)
+    return h_BTW, list(outs_NBTW)

@@ -6,7 +6,8 @@ of arrays, so every tensor reaches the optimizer under a readable name) and `app
 so their task family must know its image shape (`data.Images`); the MLP reads any vector.
 
 In a problem SPEC the model is written `32x32` (MLP widths; empty for a linear model),
-`conv:8x16` (CNN channels) or `transformer:32x2` (width x depth).
+`local:32x32` (the same MLP trained by local updates, below), `conv:8x16` (CNN channels) or
+`transformer:32x2` (width x depth).
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ class InnerModel(Protocol):
 
     def apply(self, params: Params, x: jax.Array) -> jax.Array: ...
 
+    def outputs(self, params: Params, x: jax.Array) -> list[jax.Array]:
+        """What the training loss is taken on, the model's own output last (local updates
+        add one output per local block; see `meta.local_updates.local_objective`)."""
+        ...
+
 
 def _dense(key: jax.Array, fan_in: int, fan_out: int, gain: float = 2.0) -> dict:
     """He-normal weights (gain 2 for ReLU layers, 1 for linear ones) and zero biases."""
@@ -56,33 +62,57 @@ def _image(in_shape: tuple[int, ...], model: str) -> tuple[int, int, int]:
 
 @dataclasses.dataclass(frozen=True)
 class MLP:
-    """ReLU between layers, none after the last; He-initialized."""
+    """ReLU between layers, none after the last; He-initialized.
+
+    `local=True` trains it by local updates (Laskin et al. 2020): each hidden layer has its own
+    linear head `head{i}` and is trained only by that head's loss, reading its input through
+    `stop_gradient`; the output layer is trained by the model's loss. `apply` is unchanged (the
+    heads only train); `outputs` gives every head's output for the loss.
+    """
 
     hidden: tuple[int, ...] = (32,)
+    local: bool = False
 
     def __post_init__(self) -> None:
         _positive("mlp", self.hidden)
+        if self.local and not self.hidden:
+            raise UserError("a local: inner MLP needs at least one hidden layer, got none")
 
     @property
     def spec(self) -> str:
-        return "x".join(map(str, self.hidden))
+        return ("local:" if self.local else "") + "x".join(map(str, self.hidden))
 
     def init(self, key: jax.Array, in_shape: tuple[int, ...], out_size: int) -> Params:
         sizes = (int(np.prod(in_shape)), *self.hidden, out_size)
         keys = jax.random.split(key, len(sizes) - 1)
-        return {
+        params = {
             f"layer{i}": _dense(k, a, b)
             for i, (k, a, b) in enumerate(zip(keys, sizes[:-1], sizes[1:], strict=True))
         }
+        if self.local:  # the heads' keys apart, so the layers start as the plain MLP's do
+            head_keys = jax.random.split(jax.random.fold_in(key, 1), len(self.hidden))
+            for i, (k, width) in enumerate(zip(head_keys, self.hidden, strict=True)):
+                params[f"head{i}"] = _dense(k, width, out_size, gain=1.0)
+        return params
 
     def apply(self, params: Params, x: jax.Array) -> jax.Array:
+        return self.outputs(params, x, heads=False)[-1]
+
+    def outputs(self, params: Params, x: jax.Array, heads: bool = True) -> list[jax.Array]:
+        """What the training loss is taken on: the model's output, after (local models) every
+        hidden layer's head's, each differentiable only in its own layer and head."""
         x = x.reshape(x.shape[0], -1)
-        n = len(params)
+        n = len(self.hidden) + 1
+        outs = []
         for i in range(n):
+            if self.local and i:
+                x = jax.lax.stop_gradient(x)
             x = x @ params[f"layer{i}"]["w"] + params[f"layer{i}"]["b"][None]
             if i < n - 1:
                 x = jax.nn.relu(x)
-        return x
+                if self.local and heads:
+                    outs.append(x @ params[f"head{i}"]["w"] + params[f"head{i}"]["b"][None])
+        return [*outs, x]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +142,9 @@ class ConvNet:
             c = c_out
         params["head"] = _dense(keys[-1], c, out_size, gain=1.0)
         return params
+
+    def outputs(self, params: Params, x_BHWC: jax.Array) -> list[jax.Array]:
+        return [self.apply(params, x_BHWC)]
 
     def apply(self, params: Params, x_BHWC: jax.Array) -> jax.Array:
         x = x_BHWC
@@ -175,6 +208,9 @@ class PatchTransformer:
             }
         return params
 
+    def outputs(self, params: Params, x_BHWC: jax.Array) -> list[jax.Array]:
+        return [self.apply(params, x_BHWC)]
+
     def apply(self, params: Params, x_BHWC: jax.Array) -> jax.Array:
         b, height, width, c = x_BHWC.shape
         n = self.patches
@@ -219,11 +255,14 @@ def parse_model(text: str) -> InnerModel:
         dims = tuple(map(int, sizes.split("x"))) if sizes else ()
     if kind == "mlp" and dims is not None:
         return MLP(dims)
+    if kind == "local" and dims:
+        return MLP(dims, local=True)
     if kind == "conv" and dims:
         return ConvNet(dims)
     if kind == "transformer" and dims and len(dims) == 2:
         return PatchTransformer(width=dims[0], depth=dims[1])
     raise UserError(
-        f"an inner model is '32x32' (MLP widths), 'conv:8x16' (CNN channels) or "
+        f"an inner model is '32x32' (MLP widths), 'local:32x32' (an MLP trained by local "
+        f"updates), 'conv:8x16' (CNN channels) or "
         f"'transformer:32x2' (width x depth), got {text!r}"
     )

@@ -14,6 +14,7 @@ import optax
 from metalearn import data
 from metalearn.core.errors import UserError
 from metalearn.lopt.models import MLP, InnerModel, parse_model
+from metalearn.meta.local_updates import local_objective
 
 
 class Problem(NamedTuple):
@@ -128,8 +129,13 @@ class InnerProblem:
     def loss(self, params: Any, task: ProblemTask, key: jax.Array) -> jax.Array:
         """Loss on a fresh minibatch of the task."""
         x, y = self.fam.sample_sequence(task.data, key, self.batch_size)
-        out = self.apply(jax.tree_util.tree_map(jnp.multiply, params, task.scales), x)
-        per_example = per_example_loss(out, y, self.fam.num_classes)
+        params = jax.tree_util.tree_map(jnp.multiply, params, task.scales)
+        # one output, or (local updates) one per local block: the value is the model's loss
+        outs = self.model.outputs(params, x.reshape(x.shape[0], *self.in_shape))
+        losses = [self._mean(per_example_loss(o, y, self.fam.num_classes), task) for o in outs]
+        return local_objective(losses)
+
+    def _mean(self, per_example: jax.Array, task: ProblemTask) -> jax.Array:
         if not self.min_batch:
             return per_example.mean()
         keep = jnp.arange(self.batch_size) < task.batch

@@ -52,7 +52,7 @@ def batch_key(setup: Setup) -> Hashable | None:
     """Equal for setups that can train together in one vmapped step; None when this one
     cannot train batched (its experiment declares no `batchable`)."""
     b = setup.batchable
-    if b is None:
+    if b is None or setup.loop.shard_params:  # sharded parameters train alone
         return None
     return (
         b.signature,

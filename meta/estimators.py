@@ -157,9 +157,11 @@ def truncated_backprop(
     truncation: int = 10,
     sigma: float | None = None,
     stagger: bool = True,
+    remat: bool = False,
 ) -> Workers:
     """Backprop through one window of `truncation` steps; no gradient flows into the past.
-    (`sigma` is accepted for a uniform signature; backprop perturbs nothing.)"""
+    (`sigma` is accepted for a uniform signature; backprop perturbs nothing.) `remat`
+    recomputes each inner step in the backward pass (`meta.truncated.unroll`)."""
     del sigma
 
     def fresh(key, theta):
@@ -169,7 +171,7 @@ def truncated_backprop(
         state = jax.lax.stop_gradient(state)
 
         def loss(th):
-            u = unroll(task, th, state, key, truncation)
+            u = unroll(task, th, state, key, truncation, remat=remat)
             return u.losses.mean(), u.worker
 
         (value, worker), grad = jax.value_and_grad(loss, has_aux=True)(theta)

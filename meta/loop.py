@@ -23,7 +23,7 @@ from metalearn.meta.distributed import is_lead
 from metalearn.meta.logs import MetricsLog
 from metalearn.meta.objective import GradientEstimator, Theta
 from metalearn.meta.optim import OptimConfig
-from metalearn.meta.sharding import task_mesh
+from metalearn.meta.sharding import constrain_params, shard_params, task_mesh
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +38,9 @@ class LoopConfig:
     keep_checkpoints: int = 2
     progress: bool = True
     tensorboard: bool = False
+    # split parameters and optimizer state over the devices (FSDP-style, meta.sharding)
+    # instead of replicating them: memory for gathers, for models too big for one device
+    shard_params: bool = False
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -93,6 +96,11 @@ def meta_train(
     # the step donates its input: give every leaf its own buffer (an estimator's initial state
     # may hold one array twice, e.g. two particles that start equal)
     state = jax.tree_util.tree_map(lambda x: x.copy() if hasattr(x, "copy") else x, state)
+    mesh = task_mesh()
+    if loop.shard_params:  # before a resume: the checkpoint restores into these shardings
+        state = state._replace(
+            theta=shard_params(state.theta, mesh), opt_state=shard_params(state.opt_state, mesh)
+        )
     optimizer = optim.make(loop.steps)
     schedule = optim.schedule(loop.steps)
 
@@ -121,9 +129,13 @@ def meta_train(
     def train_step(
         state: TrainState, key: jax.Array, step: jax.Array
     ) -> tuple[TrainState, dict[str, jax.Array]]:
-        return outer_step(estimator, optimizer, state, key, step)
+        state, metrics = outer_step(estimator, optimizer, state, key, step)
+        if loop.shard_params:
+            state = state._replace(
+                theta=constrain_params(state.theta), opt_state=constrain_params(state.opt_state)
+            )
+        return state, metrics
 
-    mesh = task_mesh()
     step_fn = jax.jit(train_step, donate_argnums=0)
     bar = progress_bar(loop, start) if lead else None
     last: dict[str, float] = {}

@@ -61,10 +61,19 @@ def new_worker(task: TruncatedTask, key: jax.Array) -> Worker:
 
 
 def unroll(
-    task: TruncatedTask, theta: Theta, worker: Worker, key: jax.Array, length: int, start: int = 0
+    task: TruncatedTask,
+    theta: Theta,
+    worker: Worker,
+    key: jax.Array,
+    length: int,
+    start: int = 0,
+    remat: bool = False,
 ) -> Unrolled:
     """`length` inner steps of one worker; an episode that ends restarts from a fresh state.
-    Step i draws its randomness from fold_in(key, start + i) (`start` continues a stream)."""
+    Step i draws its randomness from fold_in(key, start + i) (`start` continues a stream).
+    `remat`: differentiated, each step is recomputed in the backward pass (`jax.checkpoint`)
+    rather than its intermediates kept: memory for one window's inner states, not all its
+    activations."""
 
     def successor(w: Worker) -> InnerState:
         return task.init(jax.random.fold_in(w.key, w.episode + 1))
@@ -90,7 +99,8 @@ def unroll(
             )
         return nxt, (loss, done)
 
-    worker, (losses, dones) = jax.lax.scan(body, worker, start + jnp.arange(length))
+    step = jax.checkpoint(body) if remat else body
+    worker, (losses, dones) = jax.lax.scan(step, worker, start + jnp.arange(length))
     return Unrolled(worker, losses, dones)
 
 

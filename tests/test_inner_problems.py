@@ -68,6 +68,7 @@ def test_transformer_reads_every_patch():
     [
         ("projected:base=digits,dim=16|32x32|128", MLP((32, 32))),
         ("projected:base=digits,dim=16||128", MLP(())),
+        ("projected:base=digits,dim=16|local:32x32|128", MLP((32, 32), local=True)),
         ("images:base=digits|conv:8x16|64", ConvNet((8, 16))),
         ("images:base=digits|transformer:32x2|64", PatchTransformer(32, 2)),
     ],
@@ -85,6 +86,7 @@ def test_problem_specs_round_trip(spec, model):
         ("images:base=digits|transformer:33x1|64", ["width 33", "heads=2"]),
         ("projected:base=digits,dim=16|conv:8|64", ["reads images", "images:base=digits"]),
         ("images:base=digits|conv:0|64", ["conv sizes", "0"]),
+        ("projected:base=digits,dim=16|local:|64", ["'local:'", "local:32x32"]),
     ],
 )
 def test_bad_problems_say_what_is_wrong(spec, words):
@@ -114,6 +116,46 @@ def test_every_learned_optimizer_trains_a_cnn(name):
     all take them."""
     lopt = SMALL[name]()
     problem = InnerProblem("images:base=digits", ConvNet((4,)), 8)
+    losses, final = jax.jit(lambda k: train_run(lopt, lopt.init(jax.random.key(0)), problem, 3, k))(
+        jax.random.key(1)
+    )
+    assert losses.shape == (3,) and bool(jnp.isfinite(losses).all()) and bool(jnp.isfinite(final))
+
+
+def test_local_inner_mlp_trains_each_layer_on_its_own_head():
+    """Local updates (Laskin et al. 2020) on an inner problem: the loss's value is the plain
+    model's, hidden layer i is trained by head i alone, the output layer by the model's loss
+    with its input stopped; the layers start as the plain MLP's."""
+    local = InnerProblem("projected:base=digits,dim=8", MLP((16, 16), local=True), 32)
+    plain = InnerProblem("projected:base=digits,dim=8", MLP((16, 16)), 32)
+    p_local, p_plain = local.init(jax.random.key(0)), plain.init(jax.random.key(0))
+    for name in ("layer0", "layer1", "layer2"):
+        np.testing.assert_array_equal(p_local.params[name]["w"], p_plain.params[name]["w"])
+    key = jax.random.key(1)
+    value, grad = jax.value_and_grad(local.loss)(p_local.params, p_local.task, key)
+    np.testing.assert_allclose(value, plain.loss(p_plain.params, p_plain.task, key), rtol=1e-6)
+    x, y = local.fam.sample_sequence(p_local.task.data, key, 32)
+
+    def head_loss(params, i):
+        out = local.model.outputs(params, x)[i]
+        return optax_ce(out, y)
+
+    for i, layer in ((0, "layer0"), (1, "layer1"), (2, "layer2")):
+        own = jax.grad(head_loss)(p_local.params, i)
+        np.testing.assert_allclose(grad[layer]["w"], own[layer]["w"], rtol=1e-5, atol=1e-7)
+    g_plain = jax.grad(plain.loss)(p_plain.params, p_plain.task, key)
+    assert not np.allclose(grad["layer0"]["w"], g_plain["layer0"]["w"], atol=1e-6)
+
+
+def optax_ce(out, y):
+    import optax
+
+    return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
+
+
+def test_local_inner_mlp_is_trained_by_a_learned_optimizer():
+    lopt = SMALL[sorted(SMALL)[0]]()
+    problem = InnerProblem.from_spec("projected:base=digits,dim=8|local:8|16")
     losses, final = jax.jit(lambda k: train_run(lopt, lopt.init(jax.random.key(0)), problem, 3, k))(
         jax.random.key(1)
     )

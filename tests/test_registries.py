@@ -70,6 +70,17 @@ EXPERIMENTS = {
         "batch_size=16",
         "variant=fw2",
     ],
+    # local updates in two stages, the one experiment that trains a LocalTransformer
+    "local_updates": [
+        "family=linear_regression:dim=3,noise=0.5",
+        "length=8",
+        "eval.budgets=0;3;7",
+        "batch_size=16",
+        "model.depth=2",
+        "model.width=16",
+        "model.heads=2",
+        "variant=local2",
+    ],
 }
 
 
