@@ -143,16 +143,27 @@ def figure(sweep_dir: str | Path, smooth: int = 4) -> Path:
 
 
 def summary(sweep_dir: str | Path, last: int = 8) -> str:
-    """One line per point: stages, final loss (mean of the last `last` logs), FLOPs, wall time."""
+    """One line per point: stages, final loss (mean of the last `last` logs), FLOPs, wall
+    time, and global backprop's loss after it had spent the same critical-path FLOPs."""
+    rows = compute_curves(sweep_dir)
+    glob = next((r for r in rows if r["stages"] == 1), None)
+
+    def loss_at(row: dict, step: float) -> float:
+        window = [v for s, v in zip(row["steps"], row["loss"], strict=True) if s <= step][-last:]
+        return sum(window) / len(window) if window else float("nan")
+
     lines = [
         f"{'variant':<18}{'stages':>7}{'final loss':>12}{'GFLOP total':>13}"
-        f"{'GFLOP critical':>16}{'wall s':>8}"
+        f"{'GFLOP critical':>16}{'global, same critical':>23}{'wall s':>8}"
     ]
-    for row in compute_curves(sweep_dir):
-        final = sum(row["loss"][-last:]) / len(row["loss"][-last:])
+    for row in rows:
+        final = loss_at(row, row["steps"][-1])
+        # global backprop's step at which it had spent this run's critical-path FLOPs
+        step = row["critical_flops"][-1] / (glob["flops"][-1] / glob["steps"][-1]) if glob else 0
+        same = loss_at(glob, step) if glob else float("nan")
         lines.append(
             f"{row['variant']:<18}{row['stages']:>7}{final:>12.4f}{row['flops'][-1] / 1e9:>13.0f}"
-            f"{row['critical_flops'][-1] / 1e9:>16.0f}{row['wall_s'] or 0:>8.0f}"
+            f"{row['critical_flops'][-1] / 1e9:>16.0f}{same:>23.4f}{row['wall_s'] or 0:>8.0f}"
         )
     return "\n".join(lines)
 
