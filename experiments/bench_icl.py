@@ -13,6 +13,7 @@ that interleaves x and y tokens (Garg et al. 2022), the form most ICL code uses.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -41,11 +42,14 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 0) -> floa
     return statistics.median(times)
 
 
-def matmul_rate(n: int = 1024, repeats: int = 20) -> float:
-    """Jitted float32 n x n matmul rate in GFLOP/s."""
+def matmul_rate(n: int = 1024, repeats: int = 20, bfloat16: bool = False) -> float:
+    """Jitted n x n matmul rate in GFLOP/s: float32, or (`bfloat16`) bfloat16 operands with a
+    float32 result, the product `meta.precision` uses."""
     a = jax.random.normal(jax.random.key(0), (n, n))
     b = jax.random.normal(jax.random.key(1), (n, n))
-    f = jax.jit(jnp.matmul)
+    if bfloat16:
+        a, b = a.astype(jnp.bfloat16), b.astype(jnp.bfloat16)
+    f = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32))
     jax.block_until_ready(f(a, b))
     return 2 * n**3 / median_time(lambda: f(a, b), repeats) / 1e9
 
@@ -209,8 +213,30 @@ def measure(repeats: int = 20) -> dict:
             rate,
         ),
     ]
+    # the same two settings with bfloat16 products (meta.precision): parameters stay float32
+    for row, spec, length, batch, model in (
+        (
+            rows[0],
+            "linear_regression:dim=8,noise=0.5",
+            16,
+            256,
+            ModelConfig(depth=4, width=64, heads=2),
+        ),
+        (
+            rows[2],
+            "projected:base=digits,dim=64,num_classes=10",
+            100,
+            64,
+            ModelConfig(depth=4, width=128, heads=4),
+        ),
+    ):
+        bf16 = dataclasses.replace(model, matmul_dtype="bfloat16")
+        rows.append(
+            bench_setting(row["setting"] + "-bf16", spec, length, batch, bf16, repeats, rate)
+        )
     return {
         "matmul_gflops": rate,
+        "matmul_gflops_bf16": matmul_rate(bfloat16=True),
         "matmul_gflops_after": matmul_rate(),
         "rows": rows,
         "speedup_a": rows[0]["sequences_per_s"] / rows[1]["sequences_per_s"],
@@ -221,9 +247,13 @@ def measure(repeats: int = 20) -> dict:
 def figures(repeats: int = 20) -> list[dict]:
     """The suite's figures: sequences/s, GFLOP/s, fraction of the matmul rate, compile time."""
     m = measure(repeats)
-    a, ref, b = m["rows"]
+    a, ref, b, a16, b16 = m["rows"]
     out = [{"figure": "f32 matmul rate (1024^2, jitted)", "value": m["matmul_gflops"]}]
     out[-1]["unit"] = "GFLOP/s"
+    out.append(
+        {"figure": "bf16 x bf16 -> f32 matmul rate (1024^2)", "value": m["matmul_gflops_bf16"]}
+        | {"unit": "GFLOP/s"}
+    )
     for name, r in (("(a)", a), ("(a) GPT-2-style reference", ref), ("(b)", b)):
         out += [
             {"figure": f"ICL step {name} sequences/s", "value": r["sequences_per_s"], "unit": ""},
@@ -238,6 +268,15 @@ def figures(repeats: int = 20) -> list[dict]:
         {"figure": "ICL step (b) of the matmul rate", "value": b["fraction_of_matmul"]}
         | {"unit": "fraction", "goal": ">= 0.5"}
     )
+    for name, r16, r32 in (("(a)", a16, a), ("(b)", b16, b)):
+        out.append(
+            {"figure": f"ICL step {name} bfloat16 products, sequences/s", "unit": ""}
+            | {"value": r16["sequences_per_s"]}
+        )
+        out.append(
+            {"figure": f"  speed-up over float32 {name}", "unit": "x"}
+            | {"value": r16["sequences_per_s"] / r32["sequences_per_s"]}
+        )
     return [{"suite": "icl", **f} for f in out]
 
 

@@ -22,6 +22,7 @@ from metalearn.icl.transformer import Transformer
 from metalearn.meta.evaluate import Predictions
 from metalearn.meta.local_updates import local_objective, stage_mesh
 from metalearn.meta.objective import Estimate, Estimator
+from metalearn.meta.precision import DTYPES
 
 Theta = dict[str, Any]
 
@@ -39,6 +40,8 @@ class ModelConfig:
     across stages; `local_overlap` layers of each stage are also trained by the next one's loss.
     `remat` (transformers) recomputes each layer's activations in the backward pass
     (`jax.checkpoint`): less memory, about one more forward pass of compute.
+    `matmul_dtype="bfloat16"` (transformers) multiplies in the layers' dense products in
+    bfloat16 with float32 accumulation (`meta.precision`); parameters stay float32.
     """
 
     kind: Literal["transformer", "lstm", "fast_weights"] = "transformer"
@@ -50,6 +53,7 @@ class ModelConfig:
     local_blocks: int = 1
     local_overlap: int = 0
     remat: bool = False
+    matmul_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -57,6 +61,12 @@ class ModelConfig:
         for name in ("depth", "width", "heads", "mlp_ratio", "local_blocks"):
             if getattr(self, name) < 1:
                 raise UserError(f"model.{name} must be a positive int, got {getattr(self, name)}")
+        if self.matmul_dtype not in DTYPES:
+            raise UserError(
+                f"model.matmul_dtype must be one of {', '.join(DTYPES)}, got {self.matmul_dtype!r}"
+            )
+        if self.matmul_dtype != "float32" and self.kind != "transformer":
+            raise UserError(f"model.matmul_dtype needs model.kind transformer, got {self.kind!r}")
         if self.remat and self.kind != "transformer":
             raise UserError(f"model.remat needs model.kind transformer, got {self.kind!r}")
         if self.local_blocks > 1 and self.kind != "transformer":
@@ -95,6 +105,7 @@ class ModelConfig:
         blocks = dict(heads=self.heads, mlp_ratio=self.mlp_ratio)
         if self.kind == "fast_weights":
             return FastWeights(token_dim, out_size, max_length, **sizes, **blocks)
+        precision = dict(remat=self.remat, matmul_dtype=self.matmul_dtype)
         if self.local_blocks > 1:
             return LocalTransformer(
                 token_dim,
@@ -104,9 +115,9 @@ class ModelConfig:
                 **blocks,
                 blocks=self.local_blocks,
                 overlap=self.local_overlap,
-                remat=self.remat,
+                **precision,
             )
-        return Transformer(token_dim, out_size, max_length, **sizes, **blocks, remat=self.remat)
+        return Transformer(token_dim, out_size, max_length, **sizes, **blocks, **precision)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -53,12 +53,16 @@ class Stage(nnx.Module):
         depth: int,
         out_size: int,
         remat: bool = False,
+        matmul_dtype: str = "float32",
         *,
         rngs: nnx.Rngs,
     ):
         self.remat = remat
         self.blocks = nnx.List(
-            [Block(width, heads, mlp_ratio, depth, rngs=rngs) for _ in range(layers)]
+            [
+                Block(width, heads, mlp_ratio, depth, matmul_dtype=matmul_dtype, rngs=rngs)
+                for _ in range(layers)
+            ]
         )
         self.ln = nnx.LayerNorm(width, rngs=rngs)
         self.head = nnx.Linear(width, out_size, rngs=rngs)
@@ -87,6 +91,7 @@ class LocalTransformer(nnx.Module):
         blocks: int,
         overlap: int = 0,
         remat: bool = False,
+        matmul_dtype: str = "float32",
         rngs: nnx.Rngs,
     ):
         if depth % blocks:
@@ -97,7 +102,17 @@ class LocalTransformer(nnx.Module):
         self.embedding = Embedding(token_size, width, max_length, shift, rngs=rngs)
         self.stages = nnx.List(
             [
-                Stage(depth // blocks, width, heads, mlp_ratio, depth, out_size, remat, rngs=rngs)
+                Stage(
+                    depth // blocks,
+                    width,
+                    heads,
+                    mlp_ratio,
+                    depth,
+                    out_size,
+                    remat,
+                    matmul_dtype,
+                    rngs=rngs,
+                )
                 for _ in range(blocks)
             ]
         )

@@ -15,22 +15,34 @@ from einops import rearrange
 from flax import nnx
 
 from metalearn.icl.tokens import previous
+from metalearn.meta.precision import mixed_dot_general
 
 
 class Block(nnx.Module):
     """Pre-LN block: causal self-attention then an MLP, each on a residual branch."""
 
-    def __init__(self, width: int, heads: int, mlp_ratio: int, depth: int, *, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        width: int,
+        heads: int,
+        mlp_ratio: int,
+        depth: int,
+        *,
+        matmul_dtype: str = "float32",
+        rngs: nnx.Rngs,
+    ):
         if width % heads:
             raise ValueError(f"width {width} must be divisible by heads {heads}")
         self.heads = heads
         out_init = nnx.initializers.normal(0.02 / (2 * depth) ** 0.5)
+        # bfloat16: the four dense products in bfloat16 with float32 accumulation
+        dense = {"dot_general": mixed_dot_general} if matmul_dtype == "bfloat16" else {}
         self.ln1 = nnx.LayerNorm(width, rngs=rngs)
-        self.qkv = nnx.Linear(width, 3 * width, rngs=rngs)
-        self.proj = nnx.Linear(width, width, kernel_init=out_init, rngs=rngs)
+        self.qkv = nnx.Linear(width, 3 * width, rngs=rngs, **dense)
+        self.proj = nnx.Linear(width, width, kernel_init=out_init, rngs=rngs, **dense)
         self.ln2 = nnx.LayerNorm(width, rngs=rngs)
-        self.fc = nnx.Linear(width, mlp_ratio * width, rngs=rngs)
-        self.out = nnx.Linear(mlp_ratio * width, width, kernel_init=out_init, rngs=rngs)
+        self.fc = nnx.Linear(width, mlp_ratio * width, rngs=rngs, **dense)
+        self.out = nnx.Linear(mlp_ratio * width, width, kernel_init=out_init, rngs=rngs, **dense)
 
     def __call__(self, h_BTW: jax.Array) -> jax.Array:
         qkv = rearrange(self.qkv(self.ln1(h_BTW)), "b t (k n h) -> k b t n h", k=3, n=self.heads)
@@ -54,6 +66,7 @@ class Transformer(nnx.Module):
         mlp_ratio: int = 4,
         shift: bool = True,
         remat: bool = False,
+        matmul_dtype: str = "float32",
         rngs: nnx.Rngs,
     ):
         self.remat = remat
@@ -63,7 +76,10 @@ class Transformer(nnx.Module):
         )
         self.pos = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (max_length, width)))
         self.blocks = nnx.List(
-            [Block(width, heads, mlp_ratio, depth, rngs=rngs) for _ in range(depth)]
+            [
+                Block(width, heads, mlp_ratio, depth, matmul_dtype=matmul_dtype, rngs=rngs)
+                for _ in range(depth)
+            ]
         )
         self.ln_f = nnx.LayerNorm(width, rngs=rngs)
         self.head = nnx.Linear(width, out_size, rngs=rngs)
