@@ -4,7 +4,10 @@
 
 1. The median time of one full training step (forward, backward, update) of an MLP
    784-1024-1024-10 at batch 128 with each learned optimizer, divided by Adam's, in the same run.
-2. Meta-training throughput of PES with 8 tasks, truncation 10, horizon 100, on an MLP of
+2. Each optimizer's update alone (the model's gradients fixed): its time, the bytes it must
+   move at least (state read and written once, parameters and gradients read, the update
+   written), the rate that makes, and its fraction of a measured copy bandwidth (`bench all`).
+3. Meta-training throughput of PES with 8 tasks, truncation 10, horizon 100, on an MLP of
    2,410 parameters (64-32-10 on 64-d projected digits) at batch 128: inner training steps per
    second summed over tasks, antithetic pairs counted once.
 """
@@ -29,15 +32,64 @@ from metalearn.lopt import (
     VeLO,
 )
 
+SIZES = (784, 1024, 1024, 10)
+
+
+def mlp_params() -> list[tuple[jax.Array, jax.Array]]:
+    keys = jax.random.split(jax.random.key(0), 3)
+    return [
+        (jax.random.normal(k, (a, b)) * (2 / a) ** 0.5, jnp.zeros(b))
+        for k, a, b in zip(keys, SIZES[:-1], SIZES[1:], strict=True)
+    ]
+
+
+def nbytes(tree) -> int:
+    return sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree))
+
+
+def update_cost(lopt, theta, repeats: int) -> dict[str, float]:
+    """The optimizer's own path on the 784-1024-1024-10 MLP's parameters, apart from the
+    model: median seconds of `update` (gradients fixed), and the bytes it must move at least
+    (its state read and written once; parameters and gradients read, the update written)."""
+    params = mlp_params()
+    grads = jax.tree_util.tree_map(
+        lambda p: 1e-3 * jax.random.normal(jax.random.key(3), p.shape), params
+    )
+    opt = lopt.optimizer(theta)
+    state = opt.init(params)
+
+    @jax.jit
+    def update(state):
+        updates, state = opt.update(grads, state, params, loss=jnp.float32(1.0))
+        return updates, state
+
+    carry = [state]
+
+    def run():
+        updates, carry[0] = update(carry[0])
+        return updates
+
+    seconds = median_time(run, repeats, warmup=2)
+    least = 2 * nbytes(state) + 3 * nbytes(params)
+    return {"seconds": seconds, "bytes": least, "gb_per_s": least / seconds / 1e9}
+
+
+def copy_bandwidth(floats: int = 2**28, repeats: int = 10) -> float:
+    """GB/s of a jitted, in-place x + 1 over `floats` float32s (1 GiB: beyond the caches), read
+    once and written once; the buffer is donated, so no page is touched for the first time."""
+    f = jax.jit(lambda x: x + 1.0, donate_argnums=0)
+    carry = [jnp.zeros(floats, jnp.float32)]
+
+    def run():
+        carry[0] = f(carry[0])
+        return carry[0]
+
+    return 2 * 4 * floats / median_time(run, repeats, warmup=2) / 1e9
+
 
 def step_time(lopt, theta, repeats: int) -> float:
     """Median seconds of one training step of the 784-1024-1024-10 MLP at batch 128."""
-    sizes = (784, 1024, 1024, 10)
-    keys = jax.random.split(jax.random.key(0), 3)
-    params = [
-        (jax.random.normal(k, (a, b)) * (2 / a) ** 0.5, jnp.zeros(b))
-        for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)
-    ]
+    params = mlp_params()
     x = jax.random.normal(jax.random.key(1), (128, 784))
     y = jax.random.randint(jax.random.key(2), (128,), 0, 10)
 
@@ -76,18 +128,22 @@ GOALS = {  # issue 18: step time as a multiple of Adam's
 
 def step_times(repeats: int = 20) -> dict[str, float]:
     """Median seconds of one training step with Adam and with each learned optimizer."""
-    adam = HandDesigned("adam", optax.adam, 1e-3)
-    times = {"adam": step_time(adam, adam.init(jax.random.key(0)), repeats)}
-    lopts = {
+    return {
+        name: step_time(lopt, lopt.init(jax.random.key(0)), repeats)
+        for name, lopt in lopts().items()
+    }
+
+
+def lopts() -> dict:
+    """Adam, then the learned optimizers the suite times."""
+    return {
+        "adam": HandDesigned("adam", optax.adam, 1e-3),
         "mlp_lopt(hidden=32)": MLPLOpt(hidden=32),
         "mlp_lopt(hidden=4)": MLPLOpt(hidden=4),
         "adafac_mlp_lopt(hidden=4)": AdafacMLPLOpt(hidden=4),
         "rnn_mlp_lopt(hidden=32)": RNNMLPLOpt(),
         "velo(lstm 512, 256 MLPs)": VeLO(num_steps=1000),
     }
-    for name, lopt in lopts.items():
-        times[name] = step_time(lopt, lopt.init(jax.random.key(0)), repeats)
-    return times
 
 
 def figures(repeats: int = 20) -> list[dict]:
@@ -99,6 +155,22 @@ def figures(repeats: int = 20) -> list[dict]:
         out.append(
             {"figure": f"same step, {name}", "value": t / times["adam"], "unit": "x Adam"}
             | ({"goal": GOALS[name]} if name in GOALS else {})
+        )
+    bandwidth = copy_bandwidth()
+    out.append({"figure": "memory bandwidth (jitted in-place x + 1, 1 GiB)", "value": bandwidth})
+    out[-1]["unit"] = "GB/s"
+    for name, lopt in lopts().items():
+        cost = update_cost(lopt, lopt.init(jax.random.key(0)), repeats)
+        out.append(
+            {"figure": f"update alone, {name}", "value": cost["seconds"] * 1e3, "unit": "ms"}
+        )
+        out.append(
+            {"figure": f"  bytes it must move: {cost['bytes'] / 1e6:.0f} MB, at", "unit": "GB/s"}
+            | {"value": cost["gb_per_s"]}
+        )
+        out.append(
+            {"figure": "  of the measured bandwidth", "unit": "fraction"}
+            | {"value": cost["gb_per_s"] / bandwidth}
         )
     return [{"suite": "lopt", **f} for f in out]
 
