@@ -4,9 +4,6 @@ trains the shared layer twice, the pipeline over devices gives the one-device gr
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -19,6 +16,7 @@ from metalearn import data
 from metalearn.core.errors import UserError
 from metalearn.icl.learner import InContextLearner, ModelConfig
 from metalearn.icl.tokens import tokens
+from tests.helpers import run_on_devices
 
 FAMILY = data.from_spec("linear_regression:dim=3,noise=0.1")
 
@@ -113,6 +111,7 @@ PIPELINE = textwrap.dedent(
     from metalearn.icl.learner import InContextLearner, ModelConfig
     from metalearn.icl.local import pipelined_value_and_grad
     from metalearn.icl.tokens import tokens
+from tests.helpers import run_on_devices
 
     fam = data.from_spec("projected:base=digits,dim=6")
     out = {}
@@ -141,17 +140,7 @@ PIPELINE = textwrap.dedent(
 
 
 def test_pipeline_over_devices_gives_the_one_device_gradient():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    run = subprocess.run(
-        [sys.executable, "-c", PIPELINE],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    out = json.loads(run.stdout.strip().splitlines()[-1])
+    out = run_on_devices(PIPELINE, 4)
     for stages in ("2", "4"):
         r = out[stages]
         np.testing.assert_allclose(*r["loss"], rtol=1e-5)
@@ -186,22 +175,14 @@ TRAIN = textwrap.dedent(
               "--set", "eval.sequences=20", "--force"]
     assert main(common + ["--out", sys.argv[1]]) == 0
     assert main(common + ["--set", "local_pipeline=4", "--out", sys.argv[2]]) == 0
+    print("{}")
     """
 )
 
 
 def test_pipelined_training_follows_the_one_program_curve(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     one, piped = tmp_path / "one", tmp_path / "piped"
-    run = subprocess.run(
-        [sys.executable, "-c", TRAIN, str(one), str(piped)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_on_devices(TRAIN, 2, str(one), str(piped))
     curves = []
     for d in (one, piped):
         log = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
@@ -237,3 +218,23 @@ def test_remat_keeps_the_gradient_and_cuts_the_step_memory():
     assert temp[True, 1] < 0.6 * temp[False, 1], temp
     with pytest.raises(UserError, match="model.remat needs model.kind transformer"):
         ModelConfig(kind="lstm", remat=True)
+
+
+def test_study_reads_loss_against_total_and_critical_path_compute(tmp_path):
+    from metalearn.experiments import local_updates as study
+
+    for variant, losses in (("global", [4.0, 3.0, 2.0, 1.0]), ("local2", [4.0, 3.5, 3.0, 2.5])):
+        point = tmp_path / "points" / f"variant={variant}"
+        point.mkdir(parents=True)
+        config = {"config": {"variant": variant, "loop": {"steps": 100}}}
+        (point / "config.json").write_text(json.dumps(config))
+        status = {"status": "done", "train_flops": 1e12, "wall_s": 5.0}
+        (point / "status.json").write_text(json.dumps(status))
+        logs = [json.dumps({"step": 25 * (i + 1), "loss": v}) for i, v in enumerate(losses)]
+        (point / "metrics.jsonl").write_text("\n".join(logs) + "\n")
+    rows = {r["variant"]: r for r in study.compute_curves(tmp_path)}
+    assert rows["local2"]["critical_flops"][-1] == 0.5 * rows["local2"]["flops"][-1] == 5e11
+    text = study.summary(tmp_path, last=1).splitlines()
+    # local2 spent 5e11 critical-path FLOPs: global had spent them by its step 50 (loss 3.0)
+    assert text[2].split()[:3] == ["local2", "2", "2.5000"] and text[2].split()[-2] == "3.0000"
+    assert study.figure(tmp_path).exists()

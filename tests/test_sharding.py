@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
+
+from tests.helpers import run_on_devices
 
 SCRIPT = textwrap.dedent(
     """
@@ -61,17 +59,7 @@ ESTIMATES = textwrap.dedent(
 
 
 def _run(devices: int, script: str = SCRIPT) -> dict:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        cwd=os.path.dirname(os.path.dirname(__file__)),
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_on_devices(script, devices)
 
 
 def test_eight_devices_split_the_tasks_and_match_one():
