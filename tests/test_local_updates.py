@@ -111,7 +111,6 @@ PIPELINE = textwrap.dedent(
     from metalearn.icl.learner import InContextLearner, ModelConfig
     from metalearn.icl.local import pipelined_value_and_grad
     from metalearn.icl.tokens import tokens
-from tests.helpers import run_on_devices
 
     fam = data.from_spec("projected:base=digits,dim=6")
     out = {}
