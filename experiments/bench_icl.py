@@ -188,52 +188,32 @@ def bench_gpt2(spec, length, batch, depth, width, heads, repeats, rate):
     )
 
 
+# setting -> (family, examples per sequence, batch, model): the issue's (a) and (b)
+SETTINGS = {
+    "a": ("linear_regression:dim=8,noise=0.5", 16, 256, ModelConfig(depth=4, width=64, heads=2)),
+    "b": (
+        "projected:base=digits,dim=64,num_classes=10",
+        100,
+        64,
+        ModelConfig(depth=4, width=128, heads=4),
+    ),
+}
+
+
 def measure(repeats: int = 20) -> dict:
     """Settings (a), its GPT-2-style reference and (b), with the matmul rate before and after."""
     load_before = os.getloadavg()
     rate = matmul_rate()
+    a, b = (SETTINGS[name] for name in ("a", "b"))
     rows = [
-        bench_setting(
-            "a",
-            "linear_regression:dim=8,noise=0.5",
-            16,
-            256,
-            ModelConfig(depth=4, width=64, heads=2),
-            repeats,
-            rate,
-        ),
-        bench_gpt2("linear_regression:dim=8,noise=0.5", 16, 256, 4, 64, 2, repeats, rate),
-        bench_setting(
-            "b",
-            "projected:base=digits,dim=64,num_classes=10",
-            100,
-            64,
-            ModelConfig(depth=4, width=128, heads=4),
-            repeats,
-            rate,
-        ),
+        bench_setting("a", *a, repeats, rate),
+        bench_gpt2(a[0], a[1], a[2], a[3].depth, a[3].width, a[3].heads, repeats, rate),
+        bench_setting("b", *b, repeats, rate),
     ]
     # the same two settings with bfloat16 products (meta.precision): parameters stay float32
-    for row, spec, length, batch, model in (
-        (
-            rows[0],
-            "linear_regression:dim=8,noise=0.5",
-            16,
-            256,
-            ModelConfig(depth=4, width=64, heads=2),
-        ),
-        (
-            rows[2],
-            "projected:base=digits,dim=64,num_classes=10",
-            100,
-            64,
-            ModelConfig(depth=4, width=128, heads=4),
-        ),
-    ):
+    for name, (spec, length, batch, model) in SETTINGS.items():
         bf16 = dataclasses.replace(model, matmul_dtype="bfloat16")
-        rows.append(
-            bench_setting(row["setting"] + "-bf16", spec, length, batch, bf16, repeats, rate)
-        )
+        rows.append(bench_setting(name + "-bf16", spec, length, batch, bf16, repeats, rate))
     return {
         "matmul_gflops": rate,
         "matmul_gflops_bf16": matmul_rate(bfloat16=True),

@@ -19,8 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from metalearn.icl.tokens import previous
-from metalearn.icl.transformer import Block, run_blocks
+from metalearn.icl.transformer import Block, embed_tokens, run_blocks
 from metalearn.meta.local_updates import AXIS, local_pipeline
 
 
@@ -35,10 +34,7 @@ class Embedding(nnx.Module):
         self.pos = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (max_length, width)))
 
     def __call__(self, tok_BTK: jax.Array) -> jax.Array:
-        h_BTW = self.embed(tok_BTK) + self.pos[None, : tok_BTK.shape[1]]
-        if self.embed_prev is not None:
-            h_BTW = h_BTW + self.embed_prev(previous(tok_BTK))
-        return h_BTW
+        return embed_tokens(self, tok_BTK)
 
 
 class Stage(nnx.Module):

@@ -85,12 +85,17 @@ class Transformer(nnx.Module):
         self.head = nnx.Linear(width, out_size, rngs=rngs)
 
     def __call__(self, tok_BTK: jax.Array) -> jax.Array:
-        t = tok_BTK.shape[1]
-        h_BTW = self.embed(tok_BTK) + self.pos[None, :t]
-        if self.embed_prev is not None:
-            h_BTW = h_BTW + self.embed_prev(previous(tok_BTK))
-        h_BTW, _ = run_blocks(self.blocks, h_BTW, self.remat)
+        h_BTW, _ = run_blocks(self.blocks, embed_tokens(self, tok_BTK), self.remat)
         return self.head(self.ln_f(h_BTW))
+
+
+def embed_tokens(module: nnx.Module, tok_BTK: jax.Array) -> jax.Array:
+    """Tokens to the residual stream through `module`'s `embed`, `pos` and (token shift)
+    `embed_prev`: a transformer's, or icl.local's `Embedding`."""
+    h_BTW = module.embed(tok_BTK) + module.pos[None, : tok_BTK.shape[1]]
+    if module.embed_prev is not None:
+        h_BTW = h_BTW + module.embed_prev(previous(tok_BTK))
+    return h_BTW
 
 
 def run_blocks(blocks, h_BTW: jax.Array, remat: bool) -> tuple[jax.Array, list[jax.Array]]:
