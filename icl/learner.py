@@ -230,27 +230,32 @@ class SequenceObjective:
 def pipelined_local(objective: SequenceObjective, microbatches: int) -> Estimator:
     """Local updates with stage k of the objective's model on device k, `microbatches`
     pipelined through the stages (`icl.local.pipelined_value_and_grad`): the same gradient as
-    `backprop(objective)` for the same model, to float rounding."""
+    `backprop(objective)` for the same model, to float rounding. With R x K devices for K
+    stages, R pipelines each take a share of every microbatch (data parallelism beside it)."""
     learner = objective.learner
     model = learner.model
-    if model.local_blocks < 2 or model.local_overlap:
+    stages = model.local_blocks
+    if stages < 2 or model.local_overlap:
         raise UserError(
             "a pipelined step needs model.local_blocks >= 2 and model.local_overlap 0, got "
-            f"{model.local_blocks} and {model.local_overlap}"
+            f"{stages} and {model.local_overlap}"
         )
-    if microbatches < 1 or objective.batch_size % microbatches:
+    devices = jax.device_count()
+    if devices % stages:
         raise UserError(
-            f"pipeline microbatches must divide batch_size {objective.batch_size}, got "
-            f"{microbatches}"
+            f"model.local_blocks={stages} pipelined stages need one device each (or a "
+            f"multiple of {stages} devices, for data parallelism beside them); this job has "
+            f"{devices} (on CPU, simulate them with XLA_FLAGS="
+            f"--xla_force_host_platform_device_count={stages})"
+        )
+    replicas = devices // stages
+    if microbatches < 1 or objective.batch_size % (microbatches * replicas):
+        raise UserError(
+            f"pipeline microbatches x {replicas} replicas must divide batch_size "
+            f"{objective.batch_size}, got {microbatches} microbatches"
         )
     if objective.weighting != "uniform":
         raise UserError("a pipelined step needs weighting=uniform (a mean over microbatches)")
-    if model.local_blocks != jax.device_count():
-        raise UserError(
-            f"model.local_blocks={model.local_blocks} pipelined stages need one device each; "
-            f"this job has {jax.device_count()} (on CPU, simulate them with XLA_FLAGS="
-            f"--xla_force_host_platform_device_count={model.local_blocks})"
-        )
 
     def init(key: jax.Array, theta: Theta) -> tuple[()]:
         del key, theta
@@ -261,7 +266,7 @@ def pipelined_local(objective: SequenceObjective, microbatches: int) -> Estimato
         # the loop's device mesh (every device of the job, one axis) holds the stages
         mesh = jax.sharding.get_abstract_mesh()
         if mesh.empty:
-            mesh = stage_mesh(model.local_blocks)
+            mesh = stage_mesh(stages, replicas)
         (axis,) = mesh.axis_names
         loss, grad, metrics = pipelined_value_and_grad(
             nnx.merge(learner.graphdef, theta),

@@ -5,6 +5,9 @@ With local losses no gradient crosses a stage boundary, so a pipeline needs no b
 messages: device k runs stage k on microbatch t - k at tick t, takes its local gradient at
 once, and passes only its forward activation to device k + 1 (`ppermute`). A step of M
 microbatches over K stages takes M + K - 1 ticks; K - 1 of them idle each device (the bubble).
+With R x K devices the pipeline is replicated R times (data parallelism beside it): pipeline r
+runs on devices rK .. rK + K - 1 on its own share of every microbatch, and the gradients are
+averaged over the replicas.
 The backbone knows nothing of the model: it receives the first stage's input map and one
 stage's loss as functions, and the stages' parameters stacked along a leading axis.
 """
@@ -35,13 +38,16 @@ def local_objective(losses: list[jax.Array]) -> jax.Array:
     return losses[-1] + extra
 
 
-def stage_mesh(stages: int) -> jax.sharding.Mesh:
-    """A 1-D mesh of the first `stages` devices along `AXIS`, one stage per device."""
-    have = jax.device_count()
-    if stages > have:
-        raise ValueError(f"{stages} stages need {stages} devices, this job has {have}")
+def stage_mesh(stages: int, replicas: int = 1) -> jax.sharding.Mesh:
+    """A 1-D mesh along `AXIS` of the first `stages` x `replicas` devices: device r K + k runs
+    stage k of pipeline r."""
+    have, need = jax.device_count(), stages * replicas
+    if need > have:
+        raise ValueError(
+            f"{stages} stages x {replicas} replicas need {need} devices, this job has {have}"
+        )
     return jax.make_mesh(
-        (stages,), (AXIS,), axis_types=(AxisType.Auto,), devices=jax.devices()[:stages]
+        (need,), (AXIS,), axis_types=(AxisType.Auto,), devices=jax.devices()[:need]
     )
 
 
@@ -57,26 +63,43 @@ def local_pipeline(
     axis: str = AXIS,
 ) -> tuple[jax.Array, dict[str, jax.Array], Any, Any]:
     """Every stage's mean loss and metrics (leading axis: stage) and the local gradients of
-    `shared` (trained by stage 0's loss) and of `stacked`, each stage's parameters on its own
-    device of `mesh[axis]`. The batch's leading axis is split into `microbatches`."""
+    `shared` (trained by stage 0's loss) and of `stacked` (leading axis: stage). `mesh[axis]`
+    holds K stages x R replicas (R = 1: one stage per device): device r K + k runs stage k of
+    pipeline r on the r-th share of every microbatch. The batch's leading axis is split into
+    `microbatches`, each of them into R shares."""
     stages = jax.tree_util.tree_leaves(stacked)[0].shape[0]
-    if mesh.shape[axis] != stages:
+    devices = mesh.shape[axis]
+    if devices % stages:
         raise ValueError(
-            f"{stages} stages need {stages} devices on axis {axis!r}, "
-            f"the mesh has {mesh.shape[axis]}"
+            f"{stages} stages need a multiple of {stages} devices on axis {axis!r}, "
+            f"the mesh has {devices}"
         )
+    replicas = devices // stages
     size = jax.tree_util.tree_leaves(batch)[0].shape[0]
-    if size % microbatches:
-        raise ValueError(f"batch of {size} does not split into {microbatches} microbatches")
-    mbs = jax.tree_util.tree_map(
-        lambda x: x.reshape(microbatches, size // microbatches, *x.shape[1:]), batch
-    )
+    if size % (microbatches * replicas):
+        raise ValueError(
+            f"batch of {size} does not split into {microbatches} microbatches x {replicas} replicas"
+        )
+    share = size // (microbatches * replicas)
+
+    def spread(x):
+        # [size, ...] -> [microbatches, devices, share, ...]: device r K + k gets share r
+        x = x.reshape(microbatches, replicas, 1, share, *x.shape[1:])
+        x = jnp.broadcast_to(x, (microbatches, replicas, stages, share, *x.shape[4:]))
+        return x.reshape(microbatches, devices, share, *x.shape[4:])
+
+    mbs = jax.tree_util.tree_map(spread, batch)
+    # each pipeline holds its own copy of the stages' parameters
+    tiled = jax.tree_util.tree_map(lambda x: jnp.concatenate([x] * replicas), stacked)
     ticks = microbatches + stages - 1
-    forward = [(k, k + 1) for k in range(stages - 1)]
+    forward = [
+        (r * stages + k, r * stages + k + 1) for r in range(replicas) for k in range(stages - 1)
+    ]
 
     def per_device(shared, params, mbs):
         params = jax.tree_util.tree_map(lambda x: x[0], params)
-        k = jax.lax.axis_index(axis)
+        mbs = jax.tree_util.tree_map(lambda x: x[:, 0], mbs)
+        k = jax.lax.axis_index(axis) % stages
 
         def local(shared, params, h_recv, mb):
             # stage 0 reads the first map (and so trains `shared`); the others read what came
@@ -117,16 +140,24 @@ def local_pipeline(
         return (
             expand(loss_sum),
             jax.tree_util.tree_map(expand, m_sum),
-            # only stage 0's gradient of `shared` is nonzero: the sum replicates it
-            jax.tree_util.tree_map(lambda g: jax.lax.psum(mean(g), axis), g_shared),
+            # only stage 0's gradient of `shared` is nonzero: the sum over devices adds the
+            # replicas' stage-0 gradients
+            jax.tree_util.tree_map(lambda g: jax.lax.psum(mean(g), axis) / replicas, g_shared),
             jax.tree_util.tree_map(expand, g_params),
         )
 
     run = jax.shard_map(
         per_device,
         mesh=mesh,
-        in_specs=(P(), P(axis), P()),
+        in_specs=(P(), P(axis), P(None, axis)),
         out_specs=(P(axis), P(axis), P(), P(axis)),
         check_vma=False,
     )
-    return run(shared, stacked, mbs)
+    losses, metrics, g_shared, g_params = run(shared, tiled, mbs)
+
+    def over_replicas(x):  # [devices, ...] -> [stages, ...]: the mean over the pipelines
+        return x.reshape(replicas, stages, *x.shape[1:]).mean(0)
+
+    metrics = jax.tree_util.tree_map(over_replicas, metrics)
+    g_params = jax.tree_util.tree_map(over_replicas, g_params)
+    return over_replicas(losses), metrics, g_shared, g_params

@@ -114,13 +114,14 @@ PIPELINE = textwrap.dedent(
 
     fam = data.from_spec("projected:base=digits,dim=6")
     out = {}
-    for stages in (2, 4):
+    # (stages, devices): one stage per device, and two pipelines of 2 stages side by side
+    for stages, devices in ((2, 2), (4, 4), (2, 4)):
         model = ModelConfig(depth=4, width=16, heads=2, local_blocks=stages)
         lr = InContextLearner.for_family(model, fam, 8)
         theta = lr.init(jax.random.key(0))
         b = fam.sample(jax.random.key(1), 8, 8)
         (loss, metrics), ref = jax.value_and_grad(lr.loss, has_aux=True)(theta, b)
-        mesh = jax.make_mesh((stages,), ("stages",), devices=jax.devices()[:stages],
+        mesh = jax.make_mesh((devices,), ("stages",), devices=jax.devices()[:devices],
                              axis_types=(jax.sharding.AxisType.Auto,))
         run = jax.jit(lambda t: pipelined_value_and_grad(
             nnx.merge(lr.graphdef, t), lr.output_loss, t, tokens(b.x, b.y, 10), b.y,
@@ -128,9 +129,10 @@ PIPELINE = textwrap.dedent(
         p_loss, p_grad, p_metrics = run(theta)
         rel = [float(np.max(np.abs(a - r)) / np.max(np.abs(r)))
                for a, r in zip(jax.tree_util.tree_leaves(p_grad), jax.tree_util.tree_leaves(ref))]
-        out[stages] = {"loss": [float(loss), float(p_loss)],
+        out[f"{stages}x{devices}"] = {"loss": [float(loss), float(p_loss)],
                        "accuracy": [float(metrics["accuracy"]), float(p_metrics["accuracy"])],
                        "grad_rel": max(rel), "leaves": len(rel),
+                       "stages": len(p_grad["stages"]),
                        "stage_devices": len(jax.tree_util.tree_leaves(p_grad["stages"])[0]
                                             .sharding.device_set)}
     print(json.dumps(out))
@@ -139,14 +141,16 @@ PIPELINE = textwrap.dedent(
 
 
 def test_pipeline_over_devices_gives_the_one_device_gradient():
+    # also with data parallelism beside it: 2 pipelines of 2 stages on 4 devices
     out = run_on_devices(PIPELINE, 4)
-    for stages in ("2", "4"):
-        r = out[stages]
+    for stages, devices in ((2, 2), (4, 4), (2, 4)):
+        r = out[f"{stages}x{devices}"]
         np.testing.assert_allclose(*r["loss"], rtol=1e-5)
         np.testing.assert_allclose(*r["accuracy"], rtol=1e-6)
         assert r["grad_rel"] < 1e-4, r
         assert r["leaves"] > 10
-        assert r["stage_devices"] == int(stages)  # each stage's parameters on its own device
+        assert r["stages"] == stages
+        assert r["stage_devices"] == devices  # the stages' gradients where they were taken
 
 
 def test_local_updates_meta_train_through_the_loop(tmp_path):
@@ -181,7 +185,8 @@ TRAIN = textwrap.dedent(
 
 def test_pipelined_training_follows_the_one_program_curve(tmp_path):
     one, piped = tmp_path / "one", tmp_path / "piped"
-    run_on_devices(TRAIN, 2, str(one), str(piped))
+    # 4 devices: two pipelines of the 2 stages, each on half of every microbatch
+    run_on_devices(TRAIN, 4, str(one), str(piped))
     curves = []
     for d in (one, piped):
         log = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
@@ -194,7 +199,7 @@ def test_pipeline_needs_one_device_per_stage():
     from metalearn.experiments.local_updates import Config
 
     config = Config(local_pipeline=4, model=ModelConfig(depth=8, width=16, local_blocks=8))
-    with pytest.raises(UserError, match="need one device each; this job has 1"):
+    with pytest.raises(UserError, match="need one device each .*; this job has 1"):
         config.setup()
 
 
