@@ -15,7 +15,7 @@ from einops import rearrange
 from flax import nnx
 
 from metalearn.icl.tokens import previous
-from metalearn.meta.precision import mixed_dot_general
+from metalearn.meta.precision import mixed_dot_general, mixed_matmul
 
 
 class Block(nnx.Module):
@@ -37,6 +37,7 @@ class Block(nnx.Module):
         out_init = nnx.initializers.normal(0.02 / (2 * depth) ** 0.5)
         # bfloat16: the four dense products in bfloat16 with float32 accumulation
         dense = {"dot_general": mixed_dot_general} if matmul_dtype == "bfloat16" else {}
+        self.matmul = mixed_matmul if matmul_dtype == "bfloat16" else jnp.matmul
         self.ln1 = nnx.LayerNorm(width, rngs=rngs)
         self.qkv = nnx.Linear(width, 3 * width, rngs=rngs, **dense)
         self.proj = nnx.Linear(width, width, kernel_init=out_init, rngs=rngs, **dense)
@@ -45,8 +46,21 @@ class Block(nnx.Module):
         self.out = nnx.Linear(mlp_ratio * width, width, kernel_init=out_init, rngs=rngs, **dense)
 
     def __call__(self, h_BTW: jax.Array) -> jax.Array:
-        qkv = rearrange(self.qkv(self.ln1(h_BTW)), "b t (k n h) -> k b t n h", k=3, n=self.heads)
-        att_BTNH = jax.nn.dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True)
+        x_BTW = self.ln1(h_BTW)
+        # q, k and v as three products with the thirds of the qkv kernel (same parameters): the
+        # backward pass of one product split three ways assembles the [B, T, 3W] cotangent
+        # from pads through a transposed copy, ~10% of step (b) of `metalearn bench icl`
+        kernel, bias, width = self.qkv.kernel[...], self.qkv.bias[...], x_BTW.shape[-1]
+        q_BTNH, k_BTNH, v_BTNH = (
+            rearrange(
+                self.matmul(x_BTW, kernel[:, i * width : (i + 1) * width])
+                + bias[None, None, i * width : (i + 1) * width],
+                "b t (n h) -> b t n h",
+                n=self.heads,
+            )
+            for i in range(3)
+        )
+        att_BTNH = jax.nn.dot_product_attention(q_BTNH, k_BTNH, v_BTNH, is_causal=True)
         h_BTW = h_BTW + self.proj(rearrange(att_BTNH, "b t n h -> b t (n h)"))
         return h_BTW + self.out(jax.nn.gelu(self.fc(self.ln2(h_BTW))))
 
