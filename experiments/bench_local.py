@@ -9,7 +9,9 @@ stage k on device k, microbatches pipelined through them (`icl.local.pipelined_v
 the median time of a jitted step (gradient and Adam update), sequences/s, sequences/s per
 device, and the largest relative difference between the pipelined gradient and the same local
 gradient computed on one device without a pipeline. Two reference rows on one device: global
-backprop, and 8 local stages without a pipeline. Simulated devices share the machine's cores:
+backprop, and 8 local stages without a pipeline. On 4 and 8 devices also K / 2 stages in two
+pipelines side by side (data parallelism beside the pipeline: each pipeline takes half of every
+microbatch). Simulated devices share the machine's cores:
 on a 2-core CPU this shows correctness and the pipeline's overhead (its K - 1 bubble ticks,
 the activations passed on), not a speed-up.
 """
@@ -37,7 +39,7 @@ STEP = textwrap.dedent(
     n, repeats, micro, batch = (int(a) for a in sys.argv[1:5])
     mode = sys.argv[5]
     fam = data.from_spec("linear_regression:dim=8,noise=0.5")
-    stages = n if mode == "pipeline" else (1 if mode == "global" else 8)
+    stages = {"pipeline": n, "replicated": n // 2, "global": 1, "local": 8}[mode]
     model = dataclasses.replace(BASE, local_blocks=stages)
     learner = InContextLearner.for_family(model, fam, 16)
     theta = learner.init(jax.random.key(0))
@@ -45,7 +47,7 @@ STEP = textwrap.dedent(
     opt = optax.adam(1e-3)
 
     def grads(theta, b):
-        if mode != "pipeline":
+        if mode not in ("pipeline", "replicated"):
             return jax.grad(lambda t: learner.loss(t, b)[0])(theta)
         mesh = jax.make_mesh((n,), ("stages",), devices=jax.devices()[:n],
                              axis_types=(jax.sharding.AxisType.Auto,))
@@ -64,7 +66,7 @@ STEP = textwrap.dedent(
     state = [theta, opt.init(theta)]
     _, _, g = step(*state, b)
     diff = 0.0
-    if mode == "pipeline":
+    if mode in ("pipeline", "replicated"):
         ref = jax.grad(lambda t: learner.loss(t, b)[0])(theta)
         rel = lambda a, r: float(jnp.max(jnp.abs(a - r)) / (jnp.max(jnp.abs(r)) + 1e-30))
         diff = max(jax.tree_util.tree_leaves(jax.tree_util.tree_map(rel, g, ref)))
@@ -106,16 +108,20 @@ def figures(
     rows = [run(1, mode, repeats, microbatches, batch) for mode in ("global", "local")]
     # one stage is global backprop (the first row): the pipeline starts at two devices
     rows += [run(n, "pipeline", repeats, microbatches, batch) for n in devices if n > 1]
+    rows += [run(n, "replicated", repeats, microbatches, batch) for n in devices if n >= 4]
     out = []
     for r in rows:
-        what = {"global": "global backprop", "local": "8 local stages, no pipeline"}.get(
-            r["mode"], f"{r['stages']} stages pipelined"
-        )
+        what = {
+            "global": "global backprop",
+            "local": "8 local stages, no pipeline",
+            "pipeline": f"{r['stages']} stages pipelined",
+            "replicated": f"{r['stages']} stages x 2 pipelines",
+        }[r["mode"]]
         name = f"{what} on {r['devices']} device{'s' * (r['devices'] > 1)}"
         out.append({"figure": name, "value": r["step_s"] * 1e3, "unit": "ms"})
         per_device = batch / r["step_s"] / r["devices"]
         out.append({"figure": "  sequences/s per device", "value": per_device, "unit": ""})
-        if r["mode"] == "pipeline":
+        if r["mode"] in ("pipeline", "replicated"):
             out.append(
                 {
                     "figure": "  gradient vs one device, largest relative difference",
