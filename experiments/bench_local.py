@@ -25,7 +25,9 @@ import subprocess
 import sys
 import textwrap
 
-STEP = textwrap.dedent(
+PIPED = ("pipeline", "replicated")  # the modes whose stages sit on different devices
+
+STEP = f"PIPED = {PIPED!r}\n" + textwrap.dedent(
     """
     import dataclasses, json, sys, jax, jax.numpy as jnp, optax
     from flax import nnx
@@ -40,6 +42,7 @@ STEP = textwrap.dedent(
     mode = sys.argv[5]
     fam = data.from_spec("linear_regression:dim=8,noise=0.5")
     stages = {"pipeline": n, "replicated": n // 2, "global": 1, "local": 8}[mode]
+    piped = mode in PIPED
     model = dataclasses.replace(BASE, local_blocks=stages)
     learner = InContextLearner.for_family(model, fam, 16)
     theta = learner.init(jax.random.key(0))
@@ -47,7 +50,7 @@ STEP = textwrap.dedent(
     opt = optax.adam(1e-3)
 
     def grads(theta, b):
-        if mode not in ("pipeline", "replicated"):
+        if not piped:
             return jax.grad(lambda t: learner.loss(t, b)[0])(theta)
         mesh = jax.make_mesh((n,), ("stages",), devices=jax.devices()[:n],
                              axis_types=(jax.sharding.AxisType.Auto,))
@@ -66,7 +69,7 @@ STEP = textwrap.dedent(
     state = [theta, opt.init(theta)]
     _, _, g = step(*state, b)
     diff = 0.0
-    if mode in ("pipeline", "replicated"):
+    if piped:
         ref = jax.grad(lambda t: learner.loss(t, b)[0])(theta)
         rel = lambda a, r: float(jnp.max(jnp.abs(a - r)) / (jnp.max(jnp.abs(r)) + 1e-30))
         diff = max(jax.tree_util.tree_leaves(jax.tree_util.tree_map(rel, g, ref)))
@@ -121,7 +124,7 @@ def figures(
         out.append({"figure": name, "value": r["step_s"] * 1e3, "unit": "ms"})
         per_device = batch / r["step_s"] / r["devices"]
         out.append({"figure": "  sequences/s per device", "value": per_device, "unit": ""})
-        if r["mode"] in ("pipeline", "replicated"):
+        if r["mode"] in PIPED:
             out.append(
                 {
                     "figure": "  gradient vs one device, largest relative difference",

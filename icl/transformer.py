@@ -35,11 +35,12 @@ class Block(nnx.Module):
             raise ValueError(f"width {width} must be divisible by heads {heads}")
         self.heads = heads
         out_init = nnx.initializers.normal(0.02 / (2 * depth) ** 0.5)
-        # bfloat16: the four dense products in bfloat16 with float32 accumulation
+        # bfloat16: the dense products in bfloat16 with float32 accumulation
         dense = {"dot_general": mixed_dot_general} if matmul_dtype == "bfloat16" else {}
         self.matmul = mixed_matmul if matmul_dtype == "bfloat16" else jnp.matmul
         self.ln1 = nnx.LayerNorm(width, rngs=rngs)
-        self.qkv = nnx.Linear(width, 3 * width, rngs=rngs, **dense)
+        # holds q, k and v's parameters; `__call__` multiplies by its thirds with self.matmul
+        self.qkv = nnx.Linear(width, 3 * width, rngs=rngs)
         self.proj = nnx.Linear(width, width, kernel_init=out_init, rngs=rngs, **dense)
         self.ln2 = nnx.LayerNorm(width, rngs=rngs)
         self.fc = nnx.Linear(width, mlp_ratio * width, rngs=rngs, **dense)
